@@ -1,0 +1,87 @@
+"""What every store of this package shares: ids, tenants, argument checks, page rules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, Generic, Literal, TypeVar
+
+from chatkit.store import Store, StoreItemType, default_generate_id
+from chatkit.types import Page, ThreadMetadata
+
+from .tenancy import MAX_KEY_LENGTH, TenantResolver, check_tenant, default_tenant
+
+TContext = TypeVar("TContext")
+T = TypeVar("T")
+Order = Literal["asc", "desc"]
+
+DEFAULT_MAX_PAGE_SIZE = 1000
+
+
+class StoreBase(Store[TContext], Generic[TContext]):
+    """Tenant resolution, 128-bit ids and page-argument rules shared by all stores."""
+
+    def __init__(
+        self, *, tenant: TenantResolver | None = None, max_page_size: int = DEFAULT_MAX_PAGE_SIZE
+    ) -> None:
+        if max_page_size < 1:
+            raise ValueError(f"max_page_size must be at least 1, got {max_page_size}")
+        self._resolve_tenant: TenantResolver = tenant or default_tenant
+        self.max_page_size = max_page_size
+
+    def generate_thread_id(self, context: TContext) -> str:
+        """Return a new thread id: ChatKit's ``thr_`` prefix and 128 random bits."""
+        return _random_id("thread")
+
+    def generate_item_id(
+        self, item_type: StoreItemType, thread: ThreadMetadata, context: TContext
+    ) -> str:
+        """Return a new item id: ChatKit's prefix for ``item_type`` and 128 random bits."""
+        return _random_id(item_type)
+
+    def tenant_of(self, context: TContext) -> str:
+        """Return the tenant key of ``context``, or raise ``TenantError``."""
+        return check_tenant(self._resolve_tenant(context))
+
+    def page_size(self, limit: int, order: str) -> int:
+        """Validate ``order`` and ``limit``; return ``limit`` clamped to ``max_page_size``."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        return min(limit, self.max_page_size)
+
+
+def is_key(value: object) -> bool:
+    """Whether ``value`` can be stored as an id: 1-255 characters, no NUL."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH and "\x00" not in value
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it can be stored as an id, else raise ``ValueError``."""
+    if not is_key(value):
+        raise ValueError(
+            f"{what} must be a string of 1 to {MAX_KEY_LENGTH} characters without NUL, "
+            f"got {value!r:.80}"
+        )
+    return value
+
+
+def position(created_at: datetime) -> datetime:
+    """Return the naive UTC datetime used to order an object (aware values are converted)."""
+    if created_at.tzinfo is None:
+        return created_at
+    return created_at.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def make_page(rows: Sequence[T], limit: int, id_of: Any = lambda obj: obj.id) -> Page[T]:
+    """Build a page from up to ``limit + 1`` ordered rows (the extra row means ``has_more``)."""
+    has_more = len(rows) > limit
+    data = list(rows[:limit])
+    return Page(data=data, has_more=has_more, after=id_of(data[-1]) if has_more else None)
+
+
+def _random_id(item_type: StoreItemType) -> str:
+    prefix = default_generate_id(item_type).rsplit("_", 1)[0]
+    return f"{prefix}_{uuid.uuid4().hex}"

@@ -1,0 +1,137 @@
+"""An in-memory store: the reference model of the store semantics, kept obviously correct."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from chatkit.store import NotFoundError
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from pydantic import BaseModel
+
+from .base import StoreBase, TContext, check_id, make_page, position
+from .tenancy import TenantResolver
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _Row(Generic[M]):
+    """A stored model and its fixed place in the order: (created_at, insertion number)."""
+
+    place: tuple[datetime, int]
+    model: M
+
+
+class MemoryStore(StoreBase[TContext]):
+    """Keeps everything in dicts; same semantics as the SQL stores, no I/O, nothing persisted."""
+
+    def __init__(self, *, tenant: TenantResolver | None = None, max_page_size: int = 1000) -> None:
+        super().__init__(tenant=tenant, max_page_size=max_page_size)
+        self._threads: dict[tuple[str, str], _Row[ThreadMetadata]] = {}
+        self._items: dict[tuple[str, str, str], _Row[ThreadItem]] = {}
+        self._attachments: dict[tuple[str, str], Attachment] = {}
+        self._counter = itertools.count()
+
+    # threads
+
+    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
+        """Insert or replace a thread; an existing thread keeps its place."""
+        key = (self.tenant_of(context), check_id(thread.id, "thread id"))
+        self._upsert(self._threads, key, thread)
+
+    async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
+        """Return a copy of the thread, or raise ``NotFoundError``."""
+        row = self._threads.get((self.tenant_of(context), thread_id))
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return row.model.model_copy(deep=True)
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: TContext
+    ) -> Page[ThreadMetadata]:
+        """Return one page of the tenant's threads by creation time."""
+        tenant = self.tenant_of(context)
+        size = self.page_size(limit, order)
+        rows = [row for (t, _), row in self._threads.items() if t == tenant]
+        return _page(rows, after, size, order)
+
+    async def delete_thread(self, thread_id: str, context: TContext) -> None:
+        """Remove the thread, its items and its attachments' metadata."""
+        tenant = self.tenant_of(context)
+        self._threads.pop((tenant, thread_id), None)
+        for key in [k for k in self._items if k[:2] == (tenant, thread_id)]:
+            del self._items[key]
+        for key, attachment in list(self._attachments.items()):
+            if key[0] == tenant and attachment.thread_id == thread_id:
+                del self._attachments[key]
+
+    # items
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Add an item; adding the same id again replaces it in place (safe to retry)."""
+        await self.save_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Insert or replace an item; an existing item keeps its place."""
+        tenant = self.tenant_of(context)
+        key = (tenant, check_id(thread_id, "thread id"), check_id(item.id, "item id"))
+        self._upsert(self._items, key, item)
+
+    async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
+        """Return a copy of the item, or raise ``NotFoundError``."""
+        row = self._items.get((self.tenant_of(context), thread_id, item_id))
+        if row is None:
+            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+        return row.model.model_copy(deep=True)
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
+    ) -> Page[ThreadItem]:
+        """Return one page of a thread's items by creation time."""
+        tenant = self.tenant_of(context)
+        size = self.page_size(limit, order)
+        rows = [row for key, row in self._items.items() if key[:2] == (tenant, thread_id)]
+        return _page(rows, after, size, order)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
+        """Remove one item; a missing item is a no-op."""
+        self._items.pop((self.tenant_of(context), thread_id, item_id), None)
+
+    # attachments
+
+    async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
+        """Insert or replace attachment metadata."""
+        key = (self.tenant_of(context), check_id(attachment.id, "attachment id"))
+        self._attachments[key] = attachment.model_copy(deep=True)
+
+    async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
+        """Return a copy of the attachment metadata, or raise ``NotFoundError``."""
+        attachment = self._attachments.get((self.tenant_of(context), attachment_id))
+        if attachment is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return attachment.model_copy(deep=True)
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        """Remove attachment metadata; a missing attachment is a no-op."""
+        self._attachments.pop((self.tenant_of(context), attachment_id), None)
+
+    def _upsert(self, table: dict[K, _Row[M]], key: K, model: M) -> None:
+        existing = table.get(key)
+        place = existing.place if existing else (position(model.created_at), next(self._counter))  # type: ignore[attr-defined]
+        table[key] = _Row(place, model.model_copy(deep=True))
+
+
+K = TypeVar("K", bound=tuple[str, ...])
+
+
+def _page(rows: list[_Row[M]], after: str | None, limit: int, order: str) -> Page[M]:
+    rows = sorted(rows, key=lambda row: row.place, reverse=order == "desc")
+    if after is not None:
+        ids = [row.model.id for row in rows]  # type: ignore[attr-defined]
+        if after not in ids:
+            raise NotFoundError(f"Cursor {after} names nothing in this list")
+        rows = rows[ids.index(after) + 1 :]
+    return make_page([row.model.model_copy(deep=True) for row in rows[: limit + 1]], limit)

@@ -1,0 +1,137 @@
+"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, in one place.
+
+- URLs without a driver are mapped to the async driver (``postgresql://`` -> asyncpg, ...).
+- Column types: ids compare byte-exact on every dialect (MySQL/MariaDB collations are
+  case-insensitive and pad spaces, so keys are ``VARBINARY`` there); the JSON blob is plain text
+  (``jsonb`` rejects ``\\u0000`` and reorders keys; a JSON column would double-encode the string);
+  timestamps keep microseconds (MySQL ``DATETIME`` needs ``fsp=6``); SQLite only auto-numbers an
+  ``INTEGER PRIMARY KEY``.
+- The upsert statement and engine options (SQLite WAL and busy timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, String, Table, Text, event
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+from ..tenancy import MAX_KEY_LENGTH
+
+_MYSQL = ("mysql", "mariadb")
+
+
+class _Varbinary(mysql.VARBINARY):
+    """``VARBINARY`` bound as text: the server stores the string's UTF-8 bytes.
+
+    Binding ``bytes`` fails with aiomysql 0.3 on PyMySQL 1.2 (its bytes escaper was removed).
+    """
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        """Send the ``str`` unchanged."""
+        return None
+
+
+class Key(TypeDecorator[str]):
+    """An id or tenant: up to 255 characters, compared byte-exact (``VARBINARY`` on MySQL)."""
+
+    impl = String(MAX_KEY_LENGTH)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Use ``VARBINARY`` on MySQL/MariaDB, whose text collations are not byte-exact."""
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(_Varbinary(MAX_KEY_LENGTH * 4))
+        return dialect.type_descriptor(String(MAX_KEY_LENGTH))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        """Decode ``VARBINARY`` bytes back to text."""
+        return value.decode() if isinstance(value, bytes) else value
+
+
+Blob = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), *_MYSQL)
+"""The pydantic JSON of a stored model, kept as text exactly as serialized."""
+
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
+"""A naive UTC timestamp with microseconds."""
+
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+"""The auto-numbered insertion order, the tie-breaker for equal timestamps."""
+
+TABLE_OPTIONS: Mapping[str, str] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+}
+EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "aiosqlite": "sqlite"}
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def async_url(url: str | URL) -> URL:
+    """Return ``url`` with the async driver filled in when it names none."""
+    parsed = make_url(url)
+    if "+" not in parsed.drivername and parsed.drivername in ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=ASYNC_DRIVERS[parsed.drivername])
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", *_MYSQL):
+        raise ValueError(
+            f"Unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite://, postgresql:// or mysql:// (mariadb://)"
+        )
+    return parsed
+
+
+def backend_of(url: URL) -> str:
+    """Return ``sqlite``, ``postgresql`` or ``mysql`` for a URL (MariaDB counts as mysql)."""
+    name = url.get_backend_name()
+    return "mysql" if name in _MYSQL else name
+
+
+def create_engine(url: URL, **options: Any) -> AsyncEngine:
+    """Create an async engine with this library's per-dialect defaults."""
+    backend = backend_of(url)
+    if backend == "sqlite":
+        options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    else:
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_recycle", 3600)
+    try:
+        engine = create_async_engine(url, **options)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(url.get_driver_name(), backend)
+        raise ImportError(
+            f"The {url.get_driver_name()} driver is not installed: "
+            f"pip install 'chatkit-stores[{extra}]'"
+        ) from exc
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    return engine
+
+
+def upsert(
+    backend: str, table: Table, values: Mapping[str, Any], key: Iterable[str], update: Iterable[str]
+) -> Insert:
+    """INSERT ``values``, or on a duplicate ``key`` overwrite only the ``update`` columns."""
+    if backend == "mysql":
+        mysql_stmt = mysql.insert(table).values(values)
+        return mysql_stmt.on_duplicate_key_update({c: mysql_stmt.inserted[c] for c in update})
+    dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(values)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+    )
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

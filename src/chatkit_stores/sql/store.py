@@ -1,0 +1,381 @@
+"""One ChatKit ``Store`` for SQLite, PostgreSQL and MySQL/MariaDB on SQLAlchemy async Core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from chatkit.store import NotFoundError
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from pydantic import TypeAdapter
+from sqlalchemy import ColumnElement, Select, Table, delete, exc, or_, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..base import DEFAULT_MAX_PAGE_SIZE, StoreBase, TContext, check_id, is_key, make_page, position
+from ..tenancy import TenantResolver
+from . import dialects
+from .schema import DEFAULT_TABLE_PREFIX, make_tables
+
+M = TypeVar("M")
+Scope = Callable[[Table], list[ColumnElement[bool]]]
+
+_ITEM = TypeAdapter[ThreadItem](ThreadItem)
+_ATTACHMENT = TypeAdapter[Attachment](Attachment)
+_MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
+
+
+class SchemaMissingError(RuntimeError):
+    """The chatkit-stores tables are not in the database yet."""
+
+
+class SQLStore(StoreBase[TContext]):
+    """A ChatKit store on SQLAlchemy async Core; one implementation for all SQL backends.
+
+    Build it from a URL (``SQLStore.from_url``) or with ``engine=`` an ``AsyncEngine`` you own
+    (then ``close()`` leaves it open). Every method runs in one transaction.
+    """
+
+    backend: ClassVar[str | None] = None
+    auto_create_schema: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        tenant: TenantResolver | None = None,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(tenant=tenant, max_page_size=max_page_size)
+        if (url is None) == (engine is None):
+            raise TypeError(f"{type(self).__name__} needs exactly one of a URL or engine=")
+        if engine is None:
+            assert url is not None
+            parsed = dialects.async_url(self._normalize(url))
+            self._check_backend(dialects.backend_of(parsed))
+            engine = dialects.create_engine(parsed, **(engine_options or {}))
+            self._owns_engine = True
+        else:
+            self._check_backend(dialects.backend_of(engine.url))
+            self._owns_engine = False
+        self.engine = engine
+        self.dialect = dialects.backend_of(engine.url)
+        self.tables = make_tables(table_prefix)
+        self._schema_ready = not self.auto_create_schema
+        self._schema_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
+        """Return the store for the URL's scheme: SQLite, PostgreSQL or MySQL/MariaDB."""
+        backend = dialects.backend_of(dialects.async_url(url))
+        store_class = {"sqlite": SQLiteStore, "postgresql": PostgresStore, "mysql": MySQLStore}
+        return store_class[backend](url, **options)
+
+    async def create_schema(self) -> None:
+        """Create the tables and indexes if they do not exist (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(self.tables.metadata.create_all, checkfirst=True)
+        self._schema_ready = True
+
+    async def close(self) -> None:
+        """Close the connection pool (unless the engine was passed in by the caller)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> SQLStore[TContext]:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"{type(self).__name__}({url!r}, table_prefix={self.tables.threads.name[:-7]!r})"
+
+    # threads
+
+    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
+        """Insert or replace a thread; an existing thread keeps its place."""
+        values = {
+            "tenant": self.tenant_of(context),
+            "id": check_id(thread.id, "thread id"),
+            "created_at": position(thread.created_at),
+            "data": thread.model_dump_json(),
+        }
+        stmt = dialects.upsert(self.dialect, self.tables.threads, values, ["tenant", "id"], ["data"])
+        async with self._transaction() as conn:
+            await conn.execute(stmt)
+
+    async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
+        """Return the thread, or raise ``NotFoundError``."""
+        t = self.tables.threads
+        tenant = self.tenant_of(context)
+        data = await self._scalar(
+            is_key(thread_id), select(t.c.data).where(t.c.tenant == tenant, t.c.id == thread_id)
+        )
+        if data is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return ThreadMetadata.model_validate_json(data)
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: TContext
+    ) -> Page[ThreadMetadata]:
+        """Return one page of the tenant's threads by creation time (keyset pagination)."""
+        tenant = self.tenant_of(context)
+        return await self._page(
+            self.tables.threads,
+            lambda t: [t.c.tenant == tenant],
+            after,
+            self.page_size(limit, order),
+            order,
+            ThreadMetadata.model_validate_json,
+        )
+
+    async def delete_thread(self, thread_id: str, context: TContext) -> None:
+        """Delete the thread, its items and its attachments' metadata in one transaction."""
+        tenant = self.tenant_of(context)
+        if not is_key(thread_id):
+            return
+        threads, items, attachments = self.tables.threads, self.tables.items, self.tables.attachments
+        async with self._transaction() as conn:
+            await conn.execute(
+                delete(items).where(items.c.tenant == tenant, items.c.thread_id == thread_id)
+            )
+            await conn.execute(
+                delete(attachments).where(
+                    attachments.c.tenant == tenant, attachments.c.thread_id == thread_id
+                )
+            )
+            await conn.execute(
+                delete(threads).where(threads.c.tenant == tenant, threads.c.id == thread_id)
+            )
+
+    # items
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Add an item; adding the same id again replaces it in place (safe to retry)."""
+        await self.save_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        """Insert or replace an item; an existing item keeps its place."""
+        values = {
+            "tenant": self.tenant_of(context),
+            "thread_id": check_id(thread_id, "thread id"),
+            "id": check_id(item.id, "item id"),
+            "type": item.type,
+            "created_at": position(item.created_at),
+            "data": item.model_dump_json(),
+        }
+        stmt = dialects.upsert(
+            self.dialect, self.tables.items, values, ["tenant", "thread_id", "id"], ["type", "data"]
+        )
+        async with self._transaction() as conn:
+            await conn.execute(stmt)
+
+    async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
+        """Return the item, or raise ``NotFoundError``."""
+        t = self.tables.items
+        tenant = self.tenant_of(context)
+        data = await self._scalar(
+            is_key(thread_id) and is_key(item_id),
+            select(t.c.data).where(
+                t.c.tenant == tenant, t.c.thread_id == thread_id, t.c.id == item_id
+            ),
+        )
+        if data is None:
+            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+        return _ITEM.validate_json(data)
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
+    ) -> Page[ThreadItem]:
+        """Return one page of a thread's items by creation time (keyset pagination)."""
+        tenant = self.tenant_of(context)
+        size = self.page_size(limit, order)
+        if not is_key(thread_id):
+            return await self._page_of_nothing(after)
+        return await self._page(
+            self.tables.items,
+            lambda t: [t.c.tenant == tenant, t.c.thread_id == thread_id],
+            after,
+            size,
+            order,
+            _ITEM.validate_json,
+        )
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
+        """Delete one item; a missing item is a no-op."""
+        t = self.tables.items
+        tenant = self.tenant_of(context)
+        if not (is_key(thread_id) and is_key(item_id)):
+            return
+        async with self._transaction() as conn:
+            await conn.execute(
+                delete(t).where(t.c.tenant == tenant, t.c.thread_id == thread_id, t.c.id == item_id)
+            )
+
+    # attachments
+
+    async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
+        """Insert or replace attachment metadata (ChatKit re-saves it to set ``thread_id``)."""
+        thread_id = attachment.thread_id
+        values = {
+            "tenant": self.tenant_of(context),
+            "id": check_id(attachment.id, "attachment id"),
+            "thread_id": None if thread_id is None else check_id(thread_id, "thread id"),
+            "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "data": attachment.model_dump_json(),
+        }
+        stmt = dialects.upsert(
+            self.dialect, self.tables.attachments, values, ["tenant", "id"], ["thread_id", "data"]
+        )
+        async with self._transaction() as conn:
+            await conn.execute(stmt)
+
+    async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
+        """Return the attachment metadata, or raise ``NotFoundError``."""
+        t = self.tables.attachments
+        tenant = self.tenant_of(context)
+        data = await self._scalar(
+            is_key(attachment_id),
+            select(t.c.data).where(t.c.tenant == tenant, t.c.id == attachment_id),
+        )
+        if data is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return _ATTACHMENT.validate_json(data)
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        """Delete attachment metadata; a missing attachment is a no-op."""
+        t = self.tables.attachments
+        tenant = self.tenant_of(context)
+        if not is_key(attachment_id):
+            return
+        async with self._transaction() as conn:
+            await conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id == attachment_id))
+
+    # machinery
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction on a pooled connection, with a clear error if the schema is missing."""
+        if not self._schema_ready:
+            await self._create_schema_once()
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (exc.ProgrammingError, exc.OperationalError) as error:
+            message = str(error.orig)
+            if any(text in message for text in _MISSING_TABLE) and self.tables.threads.name[
+                : -len("threads")
+            ] in message:
+                raise SchemaMissingError(
+                    f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "
+                    "Run `chatkit-stores migrate URL` or `await store.create_schema()` first."
+                ) from error
+            raise
+
+    async def _create_schema_once(self) -> None:
+        if self._schema_lock is None:
+            self._schema_lock = asyncio.Lock()
+        async with self._schema_lock:
+            if not self._schema_ready:
+                await self.create_schema()
+
+    async def _scalar(self, valid: bool, stmt: Select[Any]) -> Any:
+        """Run a one-value query; ids that cannot exist find nothing without a query."""
+        if not valid:
+            return None
+        async with self._transaction() as conn:
+            return (await conn.execute(stmt)).scalar_one_or_none()
+
+    async def _page(
+        self,
+        table: Table,
+        scope: Scope,
+        after: str | None,
+        limit: int,
+        order: str,
+        parse: Callable[[str], M],
+    ) -> Page[M]:
+        """Read ``limit + 1`` rows after the cursor in one query (keyset on created_at, seq).
+
+        The cursor row is looked up inside the same statement. Only when a page with a cursor
+        comes back empty is a second query needed, to tell "nothing after it" from "no such
+        cursor".
+        """
+        if after is not None and not is_key(after):
+            raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
+        stmt = select(table.c.data).where(*scope(table))
+        if order == "asc":
+            stmt = stmt.order_by(table.c.created_at, table.c.seq)
+        else:
+            stmt = stmt.order_by(table.c.created_at.desc(), table.c.seq.desc())
+        if after is not None:
+            cursor = table.alias("cursor")
+            found = [*scope(cursor), cursor.c.id == after]
+            at = select(cursor.c.created_at).where(*found).scalar_subquery()
+            seq = select(cursor.c.seq).where(*found).scalar_subquery()
+            # Written as a range on created_at so MariaDB uses the index too (it does not
+            # range-scan a row-value comparison).
+            if order == "asc":
+                stmt = stmt.where(table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq))
+            else:
+                stmt = stmt.where(table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq))
+        async with self._transaction() as conn:
+            rows = (await conn.execute(stmt.limit(limit + 1))).scalars().all()
+            if after is not None and not rows:
+                exists = select(cursor.c.seq).where(*found)
+                if (await conn.execute(exists)).first() is None:
+                    raise NotFoundError(f"Cursor {after} names nothing in this list")
+        return make_page([parse(row) for row in rows], limit)
+
+    async def _page_of_nothing(self, after: str | None) -> Page[Any]:
+        if after is not None:
+            raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
+        return Page()
+
+    def _normalize(self, url: str | URL) -> str | URL:
+        return url
+
+    def _check_backend(self, backend: str) -> None:
+        if self.backend is not None and backend != self.backend:
+            raise ValueError(f"{type(self).__name__} needs a {self.backend} URL, got {backend}")
+
+
+class SQLiteStore(SQLStore[TContext]):
+    """A store in a SQLite file (WAL mode); creates its tables on first use."""
+
+    backend = "sqlite"
+    auto_create_schema = True
+
+    def __init__(self, path: str | Path | URL | None = None, **options: Any) -> None:
+        super().__init__(path if not isinstance(path, Path) else str(path), **options)
+
+    def _normalize(self, url: str | URL) -> str | URL:
+        if isinstance(url, URL) or "://" in url:
+            return url
+        if url.startswith("file:"):  # an SQLite URI filename
+            return f"sqlite+aiosqlite:///{url}{'&' if '?' in url else '?'}uri=true"
+        return f"sqlite+aiosqlite:///{url}"
+
+
+class PostgresStore(SQLStore[TContext]):
+    """A store in PostgreSQL through asyncpg; run ``chatkit-stores migrate`` first."""
+
+    backend = "postgresql"
+
+
+class MySQLStore(SQLStore[TContext]):
+    """A store in MySQL or MariaDB through aiomysql; run ``chatkit-stores migrate`` first."""
+
+    backend = "mysql"
