@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,7 +25,9 @@ TEST_PREFIX = "ckt_"
 def _unavailable(backend: str, why: str) -> None:
     message = f"{backend} tests cannot run: {why}"
     if os.environ.get("CHATKIT_STORES_REQUIRE_BACKENDS") == "1":
-        pytest.fail(message + " (CHATKIT_STORES_REQUIRE_BACKENDS=1 forbids skipping)", pytrace=False)
+        pytest.fail(
+            message + " (CHATKIT_STORES_REQUIRE_BACKENDS=1 forbids skipping)", pytrace=False
+        )
     pytest.skip(message)
 
 
@@ -64,7 +67,9 @@ def _prepare(url: str) -> str:
         finally:
             await store.close()
 
-    asyncio.run(create())
+    # In a thread: the fixture may be first requested from inside a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
     return url
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from conftest import TEST_PREFIX
 
 from chatkit_stores import MemoryStore, MySQLStore, PostgresStore, SQLiteStore
 from chatkit_stores.testing import StoreTests
+from conftest import TEST_PREFIX
 
 
 class TestMemoryStore(StoreTests):

@@ -75,6 +75,13 @@ def position(created_at: datetime) -> datetime:
     return created_at.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def thread_metadata(thread: ThreadMetadata) -> ThreadMetadata:
+    """Return only the metadata of a thread (ChatKit sometimes saves a full ``Thread``)."""
+    if type(thread) is ThreadMetadata:
+        return thread
+    return ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
+
+
 def make_page(rows: Sequence[T], limit: int, id_of: Any = lambda obj: obj.id) -> Page[T]:
     """Build a page from up to ``limit + 1`` ordered rows (the extra row means ``has_more``)."""
     has_more = len(rows) > limit

@@ -11,7 +11,7 @@ from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import BaseModel
 
-from .base import StoreBase, TContext, check_id, make_page, position
+from .base import StoreBase, TContext, check_id, make_page, position, thread_metadata
 from .tenancy import TenantResolver
 
 M = TypeVar("M", bound=BaseModel)
@@ -40,7 +40,7 @@ class MemoryStore(StoreBase[TContext]):
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Insert or replace a thread; an existing thread keeps its place."""
         key = (self.tenant_of(context), check_id(thread.id, "thread id"))
-        self._upsert(self._threads, key, thread)
+        self._upsert(self._threads, key, thread_metadata(thread))
 
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return a copy of the thread, or raise ``NotFoundError``."""
@@ -62,8 +62,8 @@ class MemoryStore(StoreBase[TContext]):
         """Remove the thread, its items and its attachments' metadata."""
         tenant = self.tenant_of(context)
         self._threads.pop((tenant, thread_id), None)
-        for key in [k for k in self._items if k[:2] == (tenant, thread_id)]:
-            del self._items[key]
+        for item_key in [k for k in self._items if k[:2] == (tenant, thread_id)]:
+            del self._items[item_key]
         for key, attachment in list(self._attachments.items()):
             if key[0] == tenant and attachment.thread_id == thread_id:
                 del self._attachments[key]

@@ -51,7 +51,8 @@ def check_tenant(value: Any, *, source: str = "resolver") -> str:
         value = str(value)
     if not isinstance(value, str) or not value:
         raise TenantError(
-            f"The tenant from {source} must be a non-empty string, got {value!r}. {_HOW_TO_CONFIGURE}"
+            f"The tenant from {source} must be a non-empty string, got {value!r}. "
+            + _HOW_TO_CONFIGURE
         )
     if len(value) > MAX_KEY_LENGTH or "\x00" in value:
         raise TenantError(

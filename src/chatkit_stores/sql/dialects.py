@@ -15,11 +15,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, String, Table, Text, event
-from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..tenancy import MAX_KEY_LENGTH
 
@@ -63,7 +64,7 @@ Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
 Serial = BigInteger().with_variant(Integer(), "sqlite")
 """The auto-numbered insertion order, the tie-breaker for equal timestamps."""
 
-TABLE_OPTIONS: Mapping[str, str] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -72,7 +73,11 @@ ASYNC_DRIVERS = {
     "mysql": "mysql+aiomysql",
     "mariadb": "mariadb+aiomysql",
 }
-EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "aiosqlite": "sqlite"}
+INSTALL_HINTS = {
+    "asyncpg": "chatkit-stores[postgres]",
+    "aiomysql": "chatkit-stores[mysql]",
+    "aiosqlite": "chatkit-stores",
+}
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -101,18 +106,20 @@ def create_engine(url: URL, **options: Any) -> AsyncEngine:
     backend = backend_of(url)
     if backend == "sqlite":
         options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        if _in_memory(url):  # every connection to an in-memory database is a new database
+            options.setdefault("poolclass", StaticPool)
     else:
         options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_recycle", 3600)
     try:
         engine = create_async_engine(url, **options)
     except ModuleNotFoundError as exc:
-        extra = EXTRAS.get(url.get_driver_name(), backend)
+        driver = url.get_driver_name()
         raise ImportError(
-            f"The {url.get_driver_name()} driver is not installed: "
-            f"pip install 'chatkit-stores[{extra}]'"
+            f"The {driver} driver for {backend} is not installed: "
+            f"pip install '{INSTALL_HINTS.get(driver, driver)}'"
         ) from exc
-    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+    if backend == "sqlite" and not _in_memory(url):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     return engine
 
@@ -129,6 +136,10 @@ def upsert(
     return stmt.on_conflict_do_update(
         index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
     )
+
+
+def _in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:

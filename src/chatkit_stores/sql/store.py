@@ -13,17 +13,26 @@ from typing import Any, ClassVar, TypeVar
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, Select, Table, delete, exc, or_, select
+from sqlalchemy import ColumnElement, FromClause, Select, Table, delete, exc, or_, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..base import DEFAULT_MAX_PAGE_SIZE, StoreBase, TContext, check_id, is_key, make_page, position
+from ..base import (
+    DEFAULT_MAX_PAGE_SIZE,
+    StoreBase,
+    TContext,
+    check_id,
+    is_key,
+    make_page,
+    position,
+    thread_metadata,
+)
 from ..tenancy import TenantResolver
 from . import dialects
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 
 M = TypeVar("M")
-Scope = Callable[[Table], list[ColumnElement[bool]]]
+Scope = Callable[[FromClause], list[ColumnElement[bool]]]
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
@@ -76,7 +85,11 @@ class SQLStore(StoreBase[TContext]):
     def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
         """Return the store for the URL's scheme: SQLite, PostgreSQL or MySQL/MariaDB."""
         backend = dialects.backend_of(dialects.async_url(url))
-        store_class = {"sqlite": SQLiteStore, "postgresql": PostgresStore, "mysql": MySQLStore}
+        store_class: dict[str, type[SQLStore[Any]]] = {
+            "sqlite": SQLiteStore,
+            "postgresql": PostgresStore,
+            "mysql": MySQLStore,
+        }
         return store_class[backend](url, **options)
 
     async def create_schema(self) -> None:
@@ -110,9 +123,11 @@ class SQLStore(StoreBase[TContext]):
             "tenant": self.tenant_of(context),
             "id": check_id(thread.id, "thread id"),
             "created_at": position(thread.created_at),
-            "data": thread.model_dump_json(),
+            "data": thread_metadata(thread).model_dump_json(),
         }
-        stmt = dialects.upsert(self.dialect, self.tables.threads, values, ["tenant", "id"], ["data"])
+        stmt = dialects.upsert(
+            self.dialect, self.tables.threads, values, ["tenant", "id"], ["data"]
+        )
         async with self._transaction() as conn:
             await conn.execute(stmt)
 
@@ -146,7 +161,11 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         if not is_key(thread_id):
             return
-        threads, items, attachments = self.tables.threads, self.tables.items, self.tables.attachments
+        threads, items, attachments = (
+            self.tables.threads,
+            self.tables.items,
+            self.tables.attachments,
+        )
         async with self._transaction() as conn:
             await conn.execute(
                 delete(items).where(items.c.tenant == tenant, items.c.thread_id == thread_id)
@@ -275,9 +294,10 @@ class SQLStore(StoreBase[TContext]):
                 yield conn
         except (exc.ProgrammingError, exc.OperationalError) as error:
             message = str(error.orig)
-            if any(text in message for text in _MISSING_TABLE) and self.tables.threads.name[
-                : -len("threads")
-            ] in message:
+            if (
+                any(text in message for text in _MISSING_TABLE)
+                and self.tables.threads.name[: -len("threads")] in message
+            ):
                 raise SchemaMissingError(
                     f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "
                     "Run `chatkit-stores migrate URL` or `await store.create_schema()` first."
@@ -328,9 +348,13 @@ class SQLStore(StoreBase[TContext]):
             # Written as a range on created_at so MariaDB uses the index too (it does not
             # range-scan a row-value comparison).
             if order == "asc":
-                stmt = stmt.where(table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq))
+                stmt = stmt.where(
+                    table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq)
+                )
             else:
-                stmt = stmt.where(table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq))
+                stmt = stmt.where(
+                    table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq)
+                )
         async with self._transaction() as conn:
             rows = (await conn.execute(stmt.limit(limit + 1))).scalars().all()
             if after is not None and not rows:

@@ -10,6 +10,7 @@ class TestMyStore(StoreTests):
 ```
 """
 
+from .server import EchoServer, ServerTests
 from .store import (
     AttachmentMetadataTests,
     ConcurrencyTests,
@@ -18,18 +19,20 @@ from .store import (
     ItemTests,
     OrderingTests,
     StoreFixtures,
-    StoreTests,
     TenantIsolationTests,
     ThreadTests,
 )
+from .suite import StoreTests
 
 __all__ = [
     "AttachmentMetadataTests",
     "ConcurrencyTests",
     "DeleteThreadTests",
+    "EchoServer",
     "IdTests",
     "ItemTests",
     "OrderingTests",
+    "ServerTests",
     "StoreFixtures",
     "StoreTests",
     "TenantIsolationTests",

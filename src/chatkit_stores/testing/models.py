@@ -25,7 +25,6 @@ from chatkit.types import (
     HiddenContextItem,
     ImageAttachment,
     InferenceOptions,
-    LockedStatus,
     SDKHiddenContextItem,
     SearchTask,
     StructuredInputFreeform,
@@ -69,7 +68,9 @@ def thread(
     )
 
 
-def file_attachment(attachment_id: str | None = None, thread_id: str | None = None) -> FileAttachment:
+def file_attachment(
+    attachment_id: str | None = None, thread_id: str | None = None
+) -> FileAttachment:
     """A file attachment with integration metadata."""
     return FileAttachment(
         id=attachment_id or new_id("atc"),
@@ -80,7 +81,9 @@ def file_attachment(attachment_id: str | None = None, thread_id: str | None = No
     )
 
 
-def image_attachment(attachment_id: str | None = None, thread_id: str | None = None) -> ImageAttachment:
+def image_attachment(
+    attachment_id: str | None = None, thread_id: str | None = None
+) -> ImageAttachment:
     """An image attachment still waiting for its two-phase upload."""
     attachment_id = attachment_id or new_id("atc")
     return ImageAttachment(
@@ -119,7 +122,9 @@ def user_message(thread_id: str, created_at: datetime = T0, text: str = "Hello")
     )
 
 
-def assistant_message(thread_id: str, created_at: datetime = T0, text: str = "Hi") -> AssistantMessageItem:
+def assistant_message(
+    thread_id: str, created_at: datetime = T0, text: str = "Hi"
+) -> AssistantMessageItem:
     """An assistant message with annotations of every source type."""
     return AssistantMessageItem(
         id=new_id("msg"),
@@ -129,7 +134,9 @@ def assistant_message(thread_id: str, created_at: datetime = T0, text: str = "Hi
             AssistantMessageContent(
                 text=text,
                 annotations=[
-                    Annotation(source=URLSource(title="Web", url="https://example.com/a?b=c"), index=2),
+                    Annotation(
+                        source=URLSource(title="Web", url="https://example.com/a?b=c"), index=2
+                    ),
                     Annotation(source=FileSource(title="File", filename="notes.txt")),
                     Annotation(source=EntitySource(title="Ent", id="e1", data={"x": 1})),
                 ],

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from chatkit.store import NotFoundError, Store
-from chatkit.types import LockedStatus, Page, ThreadItem, ThreadMetadata
+from chatkit.types import LockedStatus, Page, Thread, ThreadItem, ThreadMetadata
 
 from . import models
 from .models import T0, new_id
@@ -89,6 +89,7 @@ class ThreadTests(StoreFixtures):
     @pytest.mark.asyncio
     @pytest.mark.parametrize("stamp", list(models.TIMESTAMPS))
     async def test_thread_round_trip(self, store: Store[Any], context: Ctx, stamp: str) -> None:
+        """A thread with status, metadata and odd text loads back equal, timezone included."""
         thread = models.thread(created_at=models.TIMESTAMPS[stamp], title=models.NASTY_TEXT)
         thread.status = LockedStatus(reason="read only")
         thread.allowed_image_domains = ["images.example.com"]
@@ -99,12 +100,16 @@ class ThreadTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_thread_without_title(self, store: Store[Any], context: Ctx) -> None:
+        """A thread with a None title loads back with a None title."""
         thread = models.thread(title=None)
         await store.save_thread(thread, context)
         assert (await store.load_thread(thread.id, context)).title is None
 
     @pytest.mark.asyncio
-    async def test_save_thread_updates(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_save_thread_updates(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Saving a thread again replaces it (upsert)."""
         saved_thread.title = "renamed"
         saved_thread.metadata = {"v": 2}
         await store.save_thread(saved_thread, context)
@@ -113,16 +118,33 @@ class ThreadTests(StoreFixtures):
         )
 
     @pytest.mark.asyncio
+    async def test_full_thread_saved_as_metadata(self, store: Store[Any], context: Ctx) -> None:
+        """Saving a full Thread (as ChatKit does while streaming) stores its metadata only."""
+        metadata = models.thread()
+        item = models.end_of_turn(metadata.id)
+        full = Thread(**metadata.model_dump(), items=Page(data=[item]))
+        await store.save_thread(full, context)
+        loaded = await store.load_thread(metadata.id, context)
+        assert loaded == metadata and type(loaded) is ThreadMetadata, (
+            "ChatKit saves a full Thread while streaming; load_thread must return its metadata only"
+        )
+
+    @pytest.mark.asyncio
     async def test_load_missing_thread(self, store: Store[Any], context: Ctx) -> None:
+        """Loading a missing thread raises NotFoundError."""
         with pytest.raises(NotFoundError):
             await store.load_thread(new_id("thr"), context)
 
     @pytest.mark.asyncio
     async def test_delete_missing_thread_is_noop(self, store: Store[Any], context: Ctx) -> None:
+        """Deleting a missing thread is a no-op."""
         await store.delete_thread(new_id("thr"), context)
 
     @pytest.mark.asyncio
-    async def test_saved_model_is_not_aliased(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_saved_model_is_not_aliased(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Changing a model after saving it does not change what is stored."""
         saved_thread.title = "changed after save"
         assert (await store.load_thread(saved_thread.id, context)).title == "A thread", (
             "a store must keep a copy, not a reference to the caller's model"
@@ -137,6 +159,7 @@ class ItemTests(StoreFixtures):
     async def test_item_round_trip(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, kind: str
     ) -> None:
+        """Every ThreadItem type loads back equal, alone and through a page."""
         item = models.ITEM_BUILDERS[kind](saved_thread.id, models.TIMESTAMPS["offset"])
         await store.add_thread_item(saved_thread.id, item, context)
         assert await store.load_item(saved_thread.id, item.id, context) == item, (
@@ -150,6 +173,7 @@ class ItemTests(StoreFixtures):
     async def test_item_timestamps(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, stamp: str
     ) -> None:
+        """Naive and aware item timestamps load back with microseconds and timezone."""
         item = models.end_of_turn(saved_thread.id, models.TIMESTAMPS[stamp])
         await store.add_thread_item(saved_thread.id, item, context)
         loaded = await store.load_item(saved_thread.id, item.id, context)
@@ -157,7 +181,10 @@ class ItemTests(StoreFixtures):
         assert loaded.created_at.tzinfo == item.created_at.tzinfo, "timezone must survive"
 
     @pytest.mark.asyncio
-    async def test_nasty_and_large_text(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_nasty_and_large_text(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """NUL, emoji, quotes and megabytes of text round-trip exactly."""
         big = models.NASTY_TEXT + "🙂" * 500_000 + "x" * 3_000_000  # about 5 MB of UTF-8
         item = models.assistant_message(saved_thread.id, text=big)
         await store.add_thread_item(saved_thread.id, item, context)
@@ -166,23 +193,36 @@ class ItemTests(StoreFixtures):
         )
 
     @pytest.mark.asyncio
-    async def test_add_is_idempotent(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_add_is_idempotent(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Adding the same item twice (a retry) does not duplicate it."""
         items = await add_items(store, saved_thread, 3, context, step=timedelta(seconds=1))
         await store.add_thread_item(saved_thread.id, items[0], context)
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
-        assert ids == [i.id for i in items], "adding the same item twice (a retry) must not duplicate it"
+        assert ids == [i.id for i in items], (
+            "adding the same item twice (a retry) must not duplicate it"
+        )
 
     @pytest.mark.asyncio
-    async def test_save_item_keeps_position(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_save_item_keeps_position(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Updating an item replaces it and keeps its place in the thread."""
         items = await add_items(store, saved_thread, 3, context, step=None)
         updated = items[0].model_copy(update={"content": []})
         await store.save_item(saved_thread.id, updated, context)
         page = await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
-        assert [i.id for i in page.data] == [i.id for i in items], "an updated item must keep its place"
+        assert [i.id for i in page.data] == [i.id for i in items], (
+            "an updated item must keep its place"
+        )
         assert page.data[0] == updated, "save_item must replace the stored item"
 
     @pytest.mark.asyncio
-    async def test_save_item_inserts_unknown(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_save_item_inserts_unknown(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """save_item of an item never added inserts it (upsert)."""
         item = models.client_tool_call(saved_thread.id)
         await store.save_item(saved_thread.id, item, context)
         assert await store.load_item(saved_thread.id, item.id, context) == item, (
@@ -190,7 +230,10 @@ class ItemTests(StoreFixtures):
         )
 
     @pytest.mark.asyncio
-    async def test_missing_items(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_missing_items(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Missing items raise NotFoundError; deleting one is a no-op; unknown threads are empty."""
         with pytest.raises(NotFoundError):
             await store.load_item(saved_thread.id, new_id("msg"), context)
         await store.delete_thread_item(saved_thread.id, new_id("msg"), context)
@@ -198,7 +241,10 @@ class ItemTests(StoreFixtures):
         assert page.data == [] and not page.has_more, "an unknown thread has an empty page"
 
     @pytest.mark.asyncio
-    async def test_delete_item(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_delete_item(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Deleting an item removes it and only it."""
         items = await add_items(store, saved_thread, 3, context, step=timedelta(seconds=1))
         await store.delete_thread_item(saved_thread.id, items[1].id, context)
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
@@ -207,7 +253,10 @@ class ItemTests(StoreFixtures):
             await store.load_item(saved_thread.id, items[1].id, context)
 
     @pytest.mark.asyncio
-    async def test_item_is_scoped_to_its_thread(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_item_is_scoped_to_its_thread(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """An item is found only through its own thread."""
         item = models.end_of_turn(saved_thread.id)
         await store.add_thread_item(saved_thread.id, item, context)
         with pytest.raises(NotFoundError):
@@ -215,6 +264,7 @@ class ItemTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_hostile_ids(self, store: Store[Any], context: Ctx) -> None:
+        """Hostile ids (quotes, %, _, case, padding, unicode, 255 chars) match only themselves."""
         for thread_id in models.HOSTILE_IDS:
             thread = models.thread(thread_id, title=thread_id)
             await store.save_thread(thread, context)
@@ -238,6 +288,7 @@ class OrderingTests(StoreFixtures):
     async def test_items_paginate(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, order: str, limit: int
     ) -> None:
+        """Item pages follow (created_at, insertion) order and the pagination laws."""
         # Shuffled timestamps with ties: order is (created_at, insertion).
         offsets = [3, 1, 1, 2, 0, 3, 1, 2, 2, 0, 5, 4, 4, 1, 3]
         added = []
@@ -249,12 +300,15 @@ class OrderingTests(StoreFixtures):
         if order == "desc":
             expected.reverse()
         ids, pages = await collect(store, saved_thread.id, order, limit, context)
-        assert ids == expected, f"items must come in created_at order, ties in insertion order ({order})"
+        assert ids == expected, (
+            f"items must come in created_at order, ties in insertion order ({order})"
+        )
         _check_pages(pages, limit)
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize("order", ["asc", "desc"])
     async def test_threads_paginate(self, store: Store[Any], context: Ctx, order: str) -> None:
+        """Thread pages follow (created_at, insertion) order and the pagination laws."""
         offsets = [2, 0, 1, 1, 3, 0]
         expected_rows = []
         for i, off in enumerate(offsets):
@@ -266,13 +320,20 @@ class OrderingTests(StoreFixtures):
             expected.reverse()
         for limit in (1, 4, 6, 100):
             ids, pages = await collect(store, None, order, limit, context)
-            assert ids == expected, f"threads must come in created_at order ({order}, limit {limit})"
+            assert ids == expected, (
+                f"threads must come in created_at order ({order}, limit {limit})"
+            )
             _check_pages(pages, limit)
 
     @pytest.mark.asyncio
-    async def test_aware_and_naive_order_together(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_aware_and_naive_order_together(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Aware timestamps order by their UTC instant."""
         plus_one = models.TIMESTAMPS["utc"] + timedelta(seconds=1)
-        later = models.end_of_turn(saved_thread.id, plus_one.astimezone(models.TIMESTAMPS["offset"].tzinfo))
+        later = models.end_of_turn(
+            saved_thread.id, plus_one.astimezone(models.TIMESTAMPS["offset"].tzinfo)
+        )
         earlier = models.end_of_turn(saved_thread.id, T0)
         await store.add_thread_item(saved_thread.id, later, context)
         await store.add_thread_item(saved_thread.id, earlier, context)
@@ -281,6 +342,7 @@ class OrderingTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_save_thread_keeps_position(self, store: Store[Any], context: Ctx) -> None:
+        """Saving a thread again does not move it in the list."""
         threads = [models.thread(created_at=T0) for _ in range(3)]
         for thread in threads:
             await store.save_thread(thread, context)
@@ -290,7 +352,10 @@ class OrderingTests(StoreFixtures):
         assert ids == [t.id for t in threads], "saving a thread again must not move it"
 
     @pytest.mark.asyncio
-    async def test_unknown_cursor(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_unknown_cursor(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """An after cursor naming nothing raises NotFoundError instead of restarting."""
         await add_items(store, saved_thread, 2, context, step=timedelta(seconds=1))
         for order in ("asc", "desc"):
             with pytest.raises(NotFoundError):
@@ -299,13 +364,19 @@ class OrderingTests(StoreFixtures):
                 await store.load_threads(10, new_id("thr"), order, context)
 
     @pytest.mark.asyncio
-    async def test_cursor_on_last_item(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_cursor_on_last_item(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """A cursor on the last item gives an empty final page."""
         items = await add_items(store, saved_thread, 2, context, step=timedelta(seconds=1))
         page = await store.load_thread_items(saved_thread.id, items[-1].id, 10, "asc", context)
         assert page.data == [] and not page.has_more and page.after is None
 
     @pytest.mark.asyncio
-    async def test_bad_arguments(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_bad_arguments(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """An order other than asc/desc, or a limit below 1, raises ValueError."""
         for order in ("ASC", "random", "created_at; DROP TABLE x", ""):
             with pytest.raises(ValueError):
                 await store.load_thread_items(saved_thread.id, None, 10, order, context)
@@ -318,7 +389,10 @@ class OrderingTests(StoreFixtures):
                 await store.load_threads(limit, None, "asc", context)
 
     @pytest.mark.asyncio
-    async def test_huge_limit(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_huge_limit(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """A huge limit (a client can send one) is served, not an error."""
         items = await add_items(store, saved_thread, 3, context, step=timedelta(seconds=1))
         page = await store.load_thread_items(saved_thread.id, None, 10**9, "asc", context)
         assert [i.id for i in page.data] == [i.id for i in items] and not page.has_more
@@ -326,7 +400,9 @@ class OrderingTests(StoreFixtures):
 
 def _check_pages(pages: list[Page[Any]], limit: int) -> None:
     for page in pages[:-1]:
-        assert len(page.data) == limit and page.has_more, "a page before the last is full with has_more"
+        assert len(page.data) == limit and page.has_more, (
+            "a page before the last is full with has_more"
+        )
         assert page.after == page.data[-1].id, "after must be the last id of a page with has_more"
     last = pages[-1]
     assert not last.has_more and last.after is None, "the last page has has_more=False, after=None"
@@ -339,12 +415,16 @@ class AttachmentMetadataTests(StoreFixtures):
     @pytest.mark.asyncio
     @pytest.mark.parametrize("kind", list(models.ATTACHMENT_BUILDERS))
     async def test_attachment_round_trip(self, store: Store[Any], context: Ctx, kind: str) -> None:
+        """File and image attachment metadata load back equal."""
         attachment = models.ATTACHMENT_BUILDERS[kind]()
         await store.save_attachment(attachment, context)
         assert await store.load_attachment(attachment.id, context) == attachment
 
     @pytest.mark.asyncio
-    async def test_save_attachment_upserts(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
+    async def test_save_attachment_upserts(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Saving an attachment again replaces it (ChatKit sets thread_id that way)."""
         attachment = models.file_attachment()
         await store.save_attachment(attachment, context)
         attached = attachment.model_copy(update={"thread_id": saved_thread.id})
@@ -355,12 +435,14 @@ class AttachmentMetadataTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_missing_attachment(self, store: Store[Any], context: Ctx) -> None:
+        """A missing attachment raises NotFoundError on load; deleting it is a no-op."""
         with pytest.raises(NotFoundError):
             await store.load_attachment(new_id("atc"), context)
         await store.delete_attachment(new_id("atc"), context)
 
     @pytest.mark.asyncio
     async def test_delete_attachment(self, store: Store[Any], context: Ctx) -> None:
+        """Deleting attachment metadata removes it."""
         attachment = models.image_attachment()
         await store.save_attachment(attachment, context)
         await store.delete_attachment(attachment.id, context)
@@ -373,6 +455,7 @@ class DeleteThreadTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_delete_cascades(self, store: Store[Any], context: Ctx) -> None:
+        """delete_thread removes the thread, its items and its attachments, nothing else."""
         doomed, kept = models.thread(), models.thread()
         for thread in (doomed, kept):
             await store.save_thread(thread, context)
@@ -401,9 +484,15 @@ class TenantIsolationTests(StoreFixtures):
     """Another tenant's object is indistinguishable from a missing one."""
 
     @pytest.mark.asyncio
-    async def test_same_ids_are_separate_objects(self, store: Store[Any], context: Ctx, other_context: Ctx) -> None:
+    async def test_same_ids_are_separate_objects(
+        self, store: Store[Any], context: Ctx, other_context: Ctx
+    ) -> None:
+        """The same ids in two tenants are two unrelated objects."""
         thread_id = new_id("thr")
-        mine, theirs = models.thread(thread_id, title="mine"), models.thread(thread_id, title="theirs")
+        mine, theirs = (
+            models.thread(thread_id, title="mine"),
+            models.thread(thread_id, title="theirs"),
+        )
         await store.save_thread(mine, context)
         await store.save_thread(theirs, other_context)
         item = models.end_of_turn(thread_id)
@@ -432,6 +521,7 @@ class TenantIsolationTests(StoreFixtures):
     async def test_other_tenant_sees_nothing(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, other_context: Ctx
     ) -> None:
+        """Another tenant's objects look missing and cannot be changed."""
         items = await add_items(store, saved_thread, 2, context, step=timedelta(seconds=1))
         attachment = models.image_attachment(thread_id=saved_thread.id)
         await store.save_attachment(attachment, context)
@@ -455,7 +545,9 @@ class TenantIsolationTests(StoreFixtures):
         await store.delete_attachment(attachment.id, other_context)
         await store.delete_thread(saved_thread.id, other_context)
         assert await store.load_thread(saved_thread.id, context) == saved_thread
-        assert (await store.load_thread_items(saved_thread.id, None, 10, "asc", context)).data == items
+        assert (
+            await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
+        ).data == items
         assert await store.load_attachment(attachment.id, context) == attachment
 
 
@@ -463,14 +555,20 @@ class ConcurrencyTests(StoreFixtures):
     """Concurrent writers on one thread never lose a write."""
 
     @pytest.mark.asyncio
-    async def test_concurrent_adds(self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx) -> None:
-        items = [models.end_of_turn(saved_thread.id, T0 + timedelta(microseconds=i)) for i in range(50)]
+    async def test_concurrent_adds(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """50 concurrent add_thread_item calls on one thread all persist, in order."""
+        items = [
+            models.end_of_turn(saved_thread.id, T0 + timedelta(microseconds=i)) for i in range(50)
+        ]
         await asyncio.gather(*(store.add_thread_item(saved_thread.id, i, context) for i in items))
         ids, _ = await collect(store, saved_thread.id, "asc", 20, context)
         assert ids == [i.id for i in items], "all 50 concurrent add_thread_item calls must persist"
 
     @pytest.mark.asyncio
     async def test_concurrent_mixed_writes(self, store: Store[Any], context: Ctx) -> None:
+        """Concurrent turns on different threads lose no write."""
         threads = [models.thread() for _ in range(10)]
 
         async def turn(thread: ThreadMetadata) -> None:
@@ -482,7 +580,9 @@ class ConcurrencyTests(StoreFixtures):
         await asyncio.gather(*(turn(t) for t in threads))
         for thread in threads:
             assert (await store.load_thread(thread.id, context)).title == "done"
-            assert len((await store.load_thread_items(thread.id, None, 10, "asc", context)).data) == 3
+            assert (
+                len((await store.load_thread_items(thread.id, None, 10, "asc", context)).data) == 3
+            )
 
 
 class IdTests(StoreFixtures):
@@ -490,36 +590,15 @@ class IdTests(StoreFixtures):
 
     @pytest.mark.asyncio
     async def test_generated_ids(self, store: Store[Any], context: Ctx) -> None:
+        """Generated ids keep ChatKit's prefixes and do not collide."""
         thread = models.thread()
         thread_ids = {store.generate_thread_id(context) for _ in range(20_000)}
         assert len(thread_ids) == 20_000, "generated thread ids must not collide"
         assert all(t.startswith("thr_") for t in thread_ids)
-        for kind, prefix in [("message", "msg_"), ("tool_call", "tc_"), ("task", "tsk_"), ("workflow", "wf_")]:
+        for kind, prefix in [
+            ("message", "msg_"),
+            ("tool_call", "tc_"),
+            ("task", "tsk_"),
+            ("workflow", "wf_"),
+        ]:
             assert store.generate_item_id(kind, thread, context).startswith(prefix)  # type: ignore[arg-type]
-
-
-class StoreTests(
-    ThreadTests,
-    ItemTests,
-    OrderingTests,
-    AttachmentMetadataTests,
-    DeleteThreadTests,
-    TenantIsolationTests,
-    ConcurrencyTests,
-    IdTests,
-):
-    """Every store conformance test. Subclass it and override the ``store`` fixture."""
-
-
-__all__ = [
-    "AttachmentMetadataTests",
-    "ConcurrencyTests",
-    "DeleteThreadTests",
-    "IdTests",
-    "ItemTests",
-    "OrderingTests",
-    "StoreFixtures",
-    "StoreTests",
-    "TenantIsolationTests",
-    "ThreadTests",
-]

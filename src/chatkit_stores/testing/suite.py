@@ -1,0 +1,29 @@
+"""``StoreTests``: every store conformance test in one class to subclass."""
+
+from __future__ import annotations
+
+from .server import ServerTests
+from .store import (
+    AttachmentMetadataTests,
+    ConcurrencyTests,
+    DeleteThreadTests,
+    IdTests,
+    ItemTests,
+    OrderingTests,
+    TenantIsolationTests,
+    ThreadTests,
+)
+
+
+class StoreTests(
+    ThreadTests,
+    ItemTests,
+    OrderingTests,
+    AttachmentMetadataTests,
+    DeleteThreadTests,
+    TenantIsolationTests,
+    ConcurrencyTests,
+    IdTests,
+    ServerTests,
+):
+    """Every store conformance test. Subclass it and override the ``store`` fixture."""

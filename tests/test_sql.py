@@ -1,0 +1,184 @@
+"""What is particular to the SQL stores: URLs, engines, schema, keys, limits, stored JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from chatkit.store import NotFoundError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chatkit_stores import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
+from chatkit_stores.sql.dialects import async_url
+from chatkit_stores.testing import models
+from conftest import TEST_PREFIX
+
+CTX = {"user_id": "u"}
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest_asyncio.fixture
+async def store(url: str) -> AsyncIterator[SQLStore[Any]]:
+    async with SQLStore.from_url(url, table_prefix=TEST_PREFIX) as store:
+        await store.create_schema()
+        yield store
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgres://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg"),
+        ("mysql://root@h/db", "mysql+aiomysql"),
+        ("mariadb://root@h/db", "mariadb+aiomysql"),
+        ("sqlite:///chat.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///chat.db", "sqlite+aiosqlite"),
+    ],
+)
+def test_urls_map_to_async_drivers(given: str, driver: str) -> None:
+    assert async_url(given).drivername == driver
+
+
+def test_unsupported_url() -> None:
+    with pytest.raises(ValueError, match="sqlite://, postgresql:// or mysql://"):
+        SQLStore.from_url("oracle://scott@h/db")
+
+
+def test_from_url_picks_the_backend(tmp_path: Path) -> None:
+    assert type(SQLStore.from_url(f"sqlite:///{tmp_path}/x.db")) is SQLiteStore
+    assert type(SQLStore.from_url("postgresql://u@127.0.0.1:1/db")) is PostgresStore
+    assert type(SQLStore.from_url("mysql://u@127.0.0.1:1/db")) is MySQLStore
+
+
+def test_store_refuses_another_backend() -> None:
+    with pytest.raises(ValueError, match="PostgresStore needs a postgresql URL"):
+        PostgresStore("mysql://root@127.0.0.1/db")
+
+
+@pytest.mark.parametrize(
+    ("module", "url", "extra"),
+    [("asyncpg", "postgresql://u@h/db", "postgres"), ("aiomysql", "mysql://u@h/db", "mysql")],
+)
+def test_missing_driver_names_the_extra(
+    module: str, url: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(ImportError, match=re.escape(f"pip install 'chatkit-stores[{extra}]'")):
+        SQLStore.from_url(url)
+
+
+def test_bad_table_prefix() -> None:
+    with pytest.raises(ValueError, match="table_prefix"):
+        SQLiteStore(":memory:", table_prefix="x; DROP TABLE y")
+
+
+@pytest.mark.asyncio
+async def test_constructor_does_no_io() -> None:
+    store = PostgresStore("postgresql://nobody@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    with pytest.raises(OSError):
+        await store.load_thread("thr_x", CTX)
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_paths_and_memory(tmp_path: Path) -> None:
+    for target in (str(tmp_path / "a.db"), tmp_path / "b.db", ":memory:"):
+        async with SQLiteStore(target) as store:  # creates its tables on first use
+            thread = models.thread()
+            await store.save_thread(thread, CTX)
+            assert await store.load_thread(thread.id, CTX) == thread
+    assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        await store.create_schema()
+        async with store.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_missing_schema_says_how_to_fix(backend: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(f"{backend}_url")
+    async with SQLStore.from_url(url, table_prefix=f"absent{uuid.uuid4().hex[:8]}_") as store:
+        with pytest.raises(SchemaMissingError, match="chatkit-stores migrate"):
+            await store.load_thread("thr_x", CTX)
+
+
+@pytest.mark.asyncio
+async def test_create_schema_is_idempotent(store: SQLStore[Any]) -> None:
+    await store.create_schema()
+    await store.create_schema()
+
+
+@pytest.mark.asyncio
+async def test_injected_engine_stays_open(url: str) -> None:
+    engine = create_async_engine(async_url(url))
+    async with SQLStore.from_url(url, table_prefix=TEST_PREFIX) as owner:
+        await owner.create_schema()
+    store = SQLStore(engine=engine, table_prefix=TEST_PREFIX)
+    thread = models.thread()
+    await store.save_thread(thread, CTX)
+    await store.close()
+    async with engine.connect() as conn:  # still usable: the caller owns it
+        await conn.exec_driver_sql("SELECT 1")
+    await engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_stored_json_is_not_double_encoded(store: SQLStore[Any]) -> None:
+    thread = models.thread(title="\x00 and 😀")
+    await store.save_thread(thread, CTX)
+    t = store.tables.threads
+    async with store.engine.connect() as conn:
+        data = (await conn.execute(select(t.c.data).where(t.c.id == thread.id))).scalar_one()
+    assert isinstance(data, str) and json.loads(data)["title"] == "\x00 and 😀", (
+        "the data column holds the pydantic JSON object itself, not a JSON string of it"
+    )
+
+
+@pytest.mark.asyncio
+async def test_oversized_and_nul_ids(store: SQLStore[Any]) -> None:
+    for bad in ("x" * 256, "a\x00b", ""):
+        thread = models.thread()
+        thread.id = bad
+        with pytest.raises(ValueError, match="1 to 255 characters"):
+            await store.save_thread(thread, CTX)
+        with pytest.raises(NotFoundError):
+            await store.load_thread(bad, CTX)
+        with pytest.raises(NotFoundError):
+            await store.load_thread_items(models.new_id("thr"), bad, 10, "asc", CTX)
+        await store.delete_thread(bad, CTX)  # a no-op, like any missing thread
+    longest = "é" * 255  # 510 bytes of UTF-8: the limit counts characters
+    await store.save_thread(models.thread(longest), CTX)
+    assert (await store.load_thread(longest, CTX)).id == longest
+
+
+@pytest.mark.asyncio
+async def test_max_page_size_clamps_with_exact_has_more(url: str) -> None:
+    async with SQLStore.from_url(url, table_prefix=TEST_PREFIX, max_page_size=2) as store:
+        await store.create_schema()
+        thread = models.thread()
+        for _ in range(3):
+            await store.add_thread_item(thread.id, models.end_of_turn(thread.id, models.T0), CTX)
+        page = await store.load_thread_items(thread.id, None, 10**9, "asc", CTX)
+        assert len(page.data) == 2 and page.has_more and page.after == page.data[-1].id
+        rest = await store.load_thread_items(thread.id, page.after, 10**9, "asc", CTX)
+        assert len(rest.data) == 1 and not rest.has_more
