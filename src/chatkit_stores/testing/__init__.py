@@ -10,7 +10,8 @@ class TestMyStore(StoreTests):
 ```
 """
 
-from .server import EchoServer, ServerTests
+from ..demo import EchoServer
+from .server import ServerTests
 from .store import (
     AttachmentMetadataTests,
     ConcurrencyTests,

@@ -1,0 +1,23 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (set CHATKIT_STORES_POSTGRES_URL / CHATKIT_STORES_MYSQL_URL)."""
+    session.install(".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict on the package."""
+    session.install(".[dev]")
+    session.run("ruff", "check", "src", "tests")
+    session.run("ruff", "format", "--check", "src", "tests")
+    session.run("mypy")
