@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, String, Table, Text, event
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, Select, String, Table, Text, event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -136,6 +136,17 @@ def upsert(
     return stmt.on_conflict_do_update(
         index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
     )
+
+
+def use_index(stmt: Select[Any], table: Table, index: str) -> Select[Any]:
+    """Make MySQL/MariaDB walk ``index`` for ``table`` (other dialects choose it themselves).
+
+    With a cursor deep in a long list, MariaDB 10.11 prefers ``ref`` on the equality columns
+    and reads every row from the list's end to the cursor (50,000 rows, ~130 ms at the middle
+    of a 100,000-item thread); forced, it takes the range on created_at (~20 rows).
+    """
+    hint = f"FORCE INDEX ({index})"
+    return stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")
 
 
 def _in_memory(url: URL) -> bool:

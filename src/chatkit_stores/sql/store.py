@@ -335,7 +335,9 @@ class SQLStore(StoreBase[TContext]):
         """
         if after is not None and not is_key(after):
             raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
-        stmt = select(table.c.data).where(*scope(table))
+        stmt = dialects.use_index(
+            select(table.c.data).where(*scope(table)), table, f"{table.name}_order"
+        )
         if order == "asc":
             stmt = stmt.order_by(table.c.created_at, table.c.seq)
         else:
