@@ -136,6 +136,8 @@ async def test_injected_engine_stays_open(url: str) -> None:
     store = SQLStore(engine=engine, table_prefix=TEST_PREFIX)
     thread = models.thread()
     await store.save_thread(thread, CTX)
+    await store.delete_thread(models.new_id("thr"), CTX)
+    assert await store.load_thread(thread.id, CTX) == thread, "committed on the caller's engine"
     await store.close()
     async with engine.connect() as conn:  # still usable: the caller owns it
         await conn.exec_driver_sql("SELECT 1")
@@ -182,3 +184,48 @@ async def test_max_page_size_clamps_with_exact_has_more(url: str) -> None:
         assert len(page.data) == 2 and page.has_more and page.after == page.data[-1].id
         rest = await store.load_thread_items(thread.id, page.after, 10**9, "asc", CTX)
         assert len(rest.data) == 1 and not rest.has_more
+
+
+FAIL_ON_DELETE = {
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION {p}boom() RETURNS trigger AS $$"
+        " BEGIN RAISE EXCEPTION 'boom'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER {p}boom BEFORE DELETE ON {p}threads"
+        " FOR EACH ROW EXECUTE FUNCTION {p}boom()",
+    ],
+    "mysql": [
+        "CREATE TRIGGER {p}boom BEFORE DELETE ON {p}threads FOR EACH ROW"
+        " SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'"
+    ],
+    "sqlite": [
+        "CREATE TRIGGER {p}boom BEFORE DELETE ON {p}threads BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    ],
+}
+
+
+@pytest.mark.asyncio
+async def test_delete_thread_is_all_or_nothing(url: str) -> None:
+    prefix = f"atomic{uuid.uuid4().hex[:8]}_"
+    async with SQLStore.from_url(url, table_prefix=prefix) as store:
+        await store.create_schema()
+        try:
+            thread = models.thread()
+            await store.save_thread(thread, CTX)
+            item = models.end_of_turn(thread.id)
+            await store.add_thread_item(thread.id, item, CTX)
+            await store.save_attachment(models.file_attachment(thread_id=thread.id), CTX)
+            async with store.engine.begin() as conn:  # the last DELETE of delete_thread fails
+                for sql in FAIL_ON_DELETE[store.dialect]:
+                    await conn.exec_driver_sql(sql.format(p=prefix))
+            with pytest.raises(Exception, match="boom"):
+                await store.delete_thread(thread.id, CTX)
+            assert await store.load_item(thread.id, item.id, CTX) == item, (
+                "a failed delete_thread must leave the items it had already deleted in place"
+            )
+            page = await store.load_thread_items(thread.id, None, 10, "asc", CTX)
+            assert [i.id for i in page.data] == [item.id]
+        finally:
+            async with store.engine.begin() as conn:
+                await conn.run_sync(store.tables.metadata.drop_all)
+                if store.dialect == "postgresql":
+                    await conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}boom()")

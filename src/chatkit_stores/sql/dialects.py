@@ -81,6 +81,13 @@ INSTALL_HINTS = {
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
+TRANSACTION_ISOLATION = {
+    "postgresql": "READ COMMITTED",
+    "mysql": "READ COMMITTED",
+    "sqlite": "SERIALIZABLE",
+}
+"""The isolation level of a call that needs several statements to be atomic."""
+
 
 def async_url(url: str | URL) -> URL:
     """Return ``url`` with the async driver filled in when it names none."""
@@ -101,25 +108,36 @@ def backend_of(url: URL) -> str:
     return "mysql" if name in _MYSQL else name
 
 
-def create_engine(url: URL, **options: Any) -> AsyncEngine:
-    """Create an async engine with this library's per-dialect defaults."""
-    backend = backend_of(url)
-    if backend == "sqlite":
-        options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+def engine_options(url: URL, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return this library's engine defaults for ``url``, overridden by ``given``.
+
+    Connections run in autocommit, so a single-statement call is one round trip: no BEGIN, no
+    COMMIT, and no ROLLBACK when the connection returns to the pool. Calls that need several
+    statements to be atomic open a real transaction (``TRANSACTION_ISOLATION``). There is no
+    pre-ping (it costs one to three round trips per call on asyncpg): a connection the server
+    dropped fails the call that uses it, and SQLAlchemy then replaces the whole pool.
+    """
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
+    if backend_of(url) == "sqlite":
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         if _in_memory(url):  # every connection to an in-memory database is a new database
-            options.setdefault("poolclass", StaticPool)
+            options["poolclass"] = StaticPool
     else:
-        options.setdefault("pool_pre_ping", True)
-        options.setdefault("pool_recycle", 3600)
+        options["pool_recycle"] = 3600
+    return options | dict(given or {})
+
+
+def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
+    """Create an async engine; a missing driver names the extra to install."""
     try:
         engine = create_async_engine(url, **options)
     except ModuleNotFoundError as exc:
         driver = url.get_driver_name()
         raise ImportError(
-            f"The {driver} driver for {backend} is not installed: "
+            f"The {driver} driver for {backend_of(url)} is not installed: "
             f"pip install '{INSTALL_HINTS.get(driver, driver)}'"
         ) from exc
-    if backend == "sqlite" and not _in_memory(url):
+    if backend_of(url) == "sqlite" and not _in_memory(url):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     return engine
 

@@ -70,11 +70,14 @@ class SQLStore(StoreBase[TContext]):
             assert url is not None
             parsed = dialects.async_url(self._normalize(url))
             self._check_backend(dialects.backend_of(parsed))
-            engine = dialects.create_engine(parsed, **(engine_options or {}))
+            options = dialects.engine_options(parsed, engine_options)
+            engine = dialects.create_engine(parsed, options)
             self._owns_engine = True
+            self._autocommit = options["isolation_level"] == "AUTOCOMMIT"
         else:
             self._check_backend(dialects.backend_of(engine.url))
             self._owns_engine = False
+            self._autocommit = False  # the caller's engine: commit explicitly
         self.engine = engine
         self.dialect = dialects.backend_of(engine.url)
         self.tables = make_tables(table_prefix)
@@ -128,7 +131,7 @@ class SQLStore(StoreBase[TContext]):
         stmt = dialects.upsert(
             self.dialect, self.tables.threads, values, ["tenant", "id"], ["data"]
         )
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             await conn.execute(stmt)
 
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -166,7 +169,7 @@ class SQLStore(StoreBase[TContext]):
             self.tables.items,
             self.tables.attachments,
         )
-        async with self._transaction() as conn:
+        async with self._connect(atomic=True) as conn:
             await conn.execute(
                 delete(items).where(items.c.tenant == tenant, items.c.thread_id == thread_id)
             )
@@ -198,7 +201,7 @@ class SQLStore(StoreBase[TContext]):
         stmt = dialects.upsert(
             self.dialect, self.tables.items, values, ["tenant", "thread_id", "id"], ["type", "data"]
         )
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             await conn.execute(stmt)
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
@@ -238,7 +241,7 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         if not (is_key(thread_id) and is_key(item_id)):
             return
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             await conn.execute(
                 delete(t).where(t.c.tenant == tenant, t.c.thread_id == thread_id, t.c.id == item_id)
             )
@@ -258,7 +261,7 @@ class SQLStore(StoreBase[TContext]):
         stmt = dialects.upsert(
             self.dialect, self.tables.attachments, values, ["tenant", "id"], ["thread_id", "data"]
         )
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             await conn.execute(stmt)
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
@@ -279,30 +282,42 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         if not is_key(attachment_id):
             return
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             await conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id == attachment_id))
 
     # machinery
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction on a pooled connection, with a clear error if the schema is missing."""
+    async def _connect(self, *, atomic: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection for one store call, committed when the block ends.
+
+        On an engine this store made, connections autocommit: a single statement is one round
+        trip. ``atomic=True`` wraps several statements in one transaction.
+        """
         if not self._schema_ready:
             await self._create_schema_once()
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            async with self.engine.connect() as conn:
+                if self._autocommit and not atomic:
+                    yield conn
+                    return
+                if atomic:
+                    level = dialects.TRANSACTION_ISOLATION[self.dialect]
+                    conn = await conn.execution_options(isolation_level=level)
+                async with conn.begin():
+                    yield conn
         except (exc.ProgrammingError, exc.OperationalError) as error:
-            message = str(error.orig)
-            if (
-                any(text in message for text in _MISSING_TABLE)
-                and self.tables.threads.name[: -len("threads")] in message
-            ):
-                raise SchemaMissingError(
-                    f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "
-                    "Run `chatkit-stores migrate URL` or `await store.create_schema()` first."
-                ) from error
+            self._raise_if_schema_missing(error)
             raise
+
+    def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
+        message = str(error.orig)
+        prefix = self.tables.threads.name[: -len("threads")]
+        if prefix in message and any(text in message for text in _MISSING_TABLE):
+            raise SchemaMissingError(
+                f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "
+                "Run `chatkit-stores migrate URL` or `await store.create_schema()` first."
+            ) from error
 
     async def _create_schema_once(self) -> None:
         if self._schema_lock is None:
@@ -315,7 +330,7 @@ class SQLStore(StoreBase[TContext]):
         """Run a one-value query; ids that cannot exist find nothing without a query."""
         if not valid:
             return None
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             return (await conn.execute(stmt)).scalar_one_or_none()
 
     async def _page(
@@ -357,7 +372,7 @@ class SQLStore(StoreBase[TContext]):
                 stmt = stmt.where(
                     table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq)
                 )
-        async with self._transaction() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(stmt.limit(limit + 1))).scalars().all()
             if after is not None and not rows:
                 exists = select(cursor.c.seq).where(*found)
