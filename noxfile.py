@@ -14,6 +14,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+OLDEST_CHATKIT = "1.6.0"
+
+
+@nox.session
+def tests_oldest(session: nox.Session) -> None:
+    """Run the tests against the oldest openai-chatkit the package claims to support."""
+    session.install(".[dev]", f"openai-chatkit=={OLDEST_CHATKIT}")
+    session.run("pytest", "-q", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict on the package."""

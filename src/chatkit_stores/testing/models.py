@@ -27,10 +27,6 @@ from chatkit.types import (
     InferenceOptions,
     SDKHiddenContextItem,
     SearchTask,
-    StructuredInputFreeform,
-    StructuredInputItem,
-    StructuredInputMultipleChoice,
-    StructuredInputMultipleChoiceOption,
     TaskItem,
     ThoughtTask,
     ThreadItem,
@@ -187,24 +183,6 @@ def generated_image(thread_id: str, created_at: datetime = T0) -> GeneratedImage
     )
 
 
-def structured_input(thread_id: str, created_at: datetime = T0) -> StructuredInputItem:
-    """A pending structured-input question set."""
-    return StructuredInputItem(
-        id=new_id("si"),
-        thread_id=thread_id,
-        created_at=created_at,
-        inputs=[
-            StructuredInputMultipleChoice(
-                id="q1",
-                question="Pick",
-                options=[StructuredInputMultipleChoiceOption(value="a")],
-                multiple=True,
-            ),
-            StructuredInputFreeform(id="q2", question="Why?", description="free text"),
-        ],
-    )
-
-
 def workflow(thread_id: str, created_at: datetime = T0) -> WorkflowItem:
     """A reasoning workflow with several task kinds and a summary."""
     return WorkflowItem(
@@ -259,7 +237,6 @@ ITEM_BUILDERS: dict[str, Callable[..., ThreadItem]] = {
     "client_tool_call": client_tool_call,
     "widget": widget,
     "generated_image": generated_image,
-    "structured_input": structured_input,
     "workflow": workflow,
     "task": task,
     "hidden_context_item": hidden_context,
@@ -267,6 +244,36 @@ ITEM_BUILDERS: dict[str, Callable[..., ThreadItem]] = {
     "end_of_turn": end_of_turn,
 }
 """One builder per ThreadItem type, keyed by the item's ``type``."""
+
+try:  # structured input arrived in openai-chatkit 1.6.x
+    from chatkit.types import (
+        StructuredInputFreeform,
+        StructuredInputItem,
+        StructuredInputMultipleChoice,
+        StructuredInputMultipleChoiceOption,
+    )
+except ImportError:  # pragma: no cover - older openai-chatkit
+    pass
+else:
+
+    def structured_input(thread_id: str, created_at: datetime = T0) -> StructuredInputItem:
+        """A pending structured-input question set."""
+        return StructuredInputItem(
+            id=new_id("si"),
+            thread_id=thread_id,
+            created_at=created_at,
+            inputs=[
+                StructuredInputMultipleChoice(
+                    id="q1",
+                    question="Pick",
+                    options=[StructuredInputMultipleChoiceOption(value="a")],
+                    multiple=True,
+                ),
+                StructuredInputFreeform(id="q2", question="Why?", description="free text"),
+            ],
+        )
+
+    ITEM_BUILDERS["structured_input"] = structured_input
 
 WORKFLOW_SUMMARY_EXAMPLE = CustomSummary(title="Looked things up", icon="search")
 
