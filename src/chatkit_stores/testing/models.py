@@ -285,7 +285,7 @@ TIMESTAMPS: dict[str, datetime] = {
 }
 """Naive and aware timestamps, all with microseconds."""
 
-NASTY_TEXT = "quote ' \" back \\ nul \x00 emoji 😀🇨🇭 rtl \u202e newline \n tab \t %_"
+NASTY_TEXT = "quote ' \" back \\ emoji 😀🇨🇭 rtl \u202e newline \n tab \t %_ \U0010ffff"
 """Text a store must keep byte for byte."""
 
 HOSTILE_IDS = [

@@ -9,7 +9,8 @@ from chatkit.store import NotFoundError, Store
 
 from ..demo import EchoServer, call
 from . import models
-from .store import Ctx, StoreFixtures
+from .capabilities import requires
+from .fixtures import Ctx, StoreFixtures
 
 
 def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class ServerTests(StoreFixtures):
         assert listed["data"] == []
 
     @pytest.mark.asyncio
+    @requires("tenant_isolation")
     async def test_tenants_do_not_meet(
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:
@@ -126,6 +128,7 @@ class ServerTests(StoreFixtures):
         assert stored.thread_id == thread_id, "ChatKit re-saves the attachment with its thread_id"
 
     @pytest.mark.asyncio
+    @requires("tenant_isolation")
     async def test_foreign_attachment_refused(
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:

@@ -8,79 +8,17 @@ fresh random ids, so a shared database needs no cleaning between tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from chatkit.store import NotFoundError, Store
-from chatkit.types import LockedStatus, Page, Thread, ThreadItem, ThreadMetadata
+from chatkit.types import LockedStatus, Page, Thread, ThreadMetadata
 
 from . import models
+from .capabilities import requires
+from .fixtures import Ctx, Reopen, StoreFixtures, add_items, collect
 from .models import T0, new_id
-
-Ctx = Any
-
-
-async def collect(
-    store: Store[Any], thread_id: str | None, order: str, limit: int, context: Ctx
-) -> tuple[list[str], list[Page[Any]]]:
-    """Walk every page of threads (``thread_id=None``) or items; return all ids and the pages."""
-    ids: list[str] = []
-    pages: list[Page[Any]] = []
-    after: str | None = None
-    for _ in range(10_000):
-        if thread_id is None:
-            page: Page[Any] = await store.load_threads(limit, after, order, context)
-        else:
-            page = await store.load_thread_items(thread_id, after, limit, order, context)
-        pages.append(page)
-        ids += [obj.id for obj in page.data]
-        if not page.has_more:
-            return ids, pages
-        after = page.after
-    raise AssertionError("pagination never ended: has_more stayed True")
-
-
-async def add_items(
-    store: Store[Any], thread: ThreadMetadata, count: int, context: Ctx, *, step: timedelta | None
-) -> list[ThreadItem]:
-    """Add ``count`` messages ``step`` apart (all at one instant when ``step`` is None)."""
-    items: list[ThreadItem] = []
-    for i in range(count):
-        at = T0 + (step * i if step else timedelta(0))
-        item = models.assistant_message(thread.id, at, text=f"item {i}")
-        await store.add_thread_item(thread.id, item, context)
-        items.append(item)
-    return items
-
-
-class StoreFixtures:
-    """The fixtures every store test class uses; override ``store`` (and contexts if needed)."""
-
-    @pytest_asyncio.fixture
-    async def store(self) -> AsyncIterator[Store[Any]]:
-        """Yield the store under test. Override this in your subclass."""
-        raise NotImplementedError("Override the `store` fixture to yield your Store")
-        yield  # pragma: no cover
-
-    @pytest.fixture
-    def context(self) -> Ctx:
-        """A request context of one tenant."""
-        return {"user_id": new_id("user")}
-
-    @pytest.fixture
-    def other_context(self) -> Ctx:
-        """A request context of another tenant."""
-        return {"user_id": new_id("user")}
-
-    @pytest_asyncio.fixture
-    async def saved_thread(self, store: Store[Any], context: Ctx) -> ThreadMetadata:
-        """A thread already saved for ``context``."""
-        thread = models.thread()
-        await store.save_thread(thread, context)
-        return thread
 
 
 class ThreadTests(StoreFixtures):
@@ -182,15 +120,31 @@ class ItemTests(StoreFixtures):
         assert loaded.created_at.tzinfo == item.created_at.tzinfo, "timezone must survive"
 
     @pytest.mark.asyncio
-    async def test_nasty_and_large_text(
+    @requires("nul_in_text")
+    async def test_nul_in_text(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
-        """NUL, emoji, quotes and megabytes of text round-trip exactly."""
-        big = models.NASTY_TEXT + "🙂" * 500_000 + "x" * 3_000_000  # about 5 MB of UTF-8
+        """Text with U+0000 round-trips in items and thread titles."""
+        item = models.assistant_message(saved_thread.id, text="before\x00after")
+        await store.add_thread_item(saved_thread.id, item, context)
+        assert await store.load_item(saved_thread.id, item.id, context) == item, (
+            "text with a NUL character must round-trip exactly"
+        )
+        thread = models.thread(title="nul \x00 title")
+        await store.save_thread(thread, context)
+        assert await store.load_thread(thread.id, context) == thread
+
+    @pytest.mark.asyncio
+    @requires("large_items")
+    async def test_large_item(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """An item of about 5 MB of text round-trips exactly."""
+        big = models.NASTY_TEXT + "🙂" * 500_000 + "x" * 3_000_000
         item = models.assistant_message(saved_thread.id, text=big)
         await store.add_thread_item(saved_thread.id, item, context)
         assert await store.load_item(saved_thread.id, item.id, context) == item, (
-            "text with NUL, emoji and megabytes must round-trip exactly"
+            "an item of several megabytes must round-trip exactly"
         )
 
     @pytest.mark.asyncio
@@ -481,6 +435,7 @@ class DeleteThreadTests(StoreFixtures):
         await store.load_attachment(loose.id, context)
 
 
+@requires("tenant_isolation")
 class TenantIsolationTests(StoreFixtures):
     """Another tenant's object is indistinguishable from a missing one."""
 
@@ -552,6 +507,7 @@ class TenantIsolationTests(StoreFixtures):
         assert await store.load_attachment(attachment.id, context) == attachment
 
 
+@requires("concurrent_writes")
 class ConcurrencyTests(StoreFixtures):
     """Concurrent writers on one thread never lose a write."""
 
@@ -603,3 +559,29 @@ class IdTests(StoreFixtures):
             ("workflow", "wf_"),
         ]:
             assert store.generate_item_id(kind, thread, context).startswith(prefix)  # type: ignore[arg-type]
+
+
+@requires("durability")
+class DurabilityTests(StoreFixtures):
+    """What was written is there after the store is closed and opened again."""
+
+    @pytest.mark.asyncio
+    async def test_survives_reopen(
+        self, store: Store[Any], context: Ctx, reopen: Reopen | None
+    ) -> None:
+        """Threads, items and attachments written before a reopen load back equal after it."""
+        if reopen is None:
+            pytest.skip("override the `reopen` fixture to run the durability tests")
+        thread = models.thread()
+        await store.save_thread(thread, context)
+        items = [builder(thread.id, T0) for builder in models.ITEM_BUILDERS.values()]
+        for item in items:
+            await store.add_thread_item(thread.id, item, context)
+        attachment = models.image_attachment(thread_id=thread.id)
+        await store.save_attachment(attachment, context)
+
+        reopened = await reopen(store)
+        assert await reopened.load_thread(thread.id, context) == thread
+        page = await reopened.load_thread_items(thread.id, None, 100, "asc", context)
+        assert page.data == items, "items must survive a reopen, in order"
+        assert await reopened.load_attachment(attachment.id, context) == attachment

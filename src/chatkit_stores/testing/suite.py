@@ -7,6 +7,7 @@ from .store import (
     AttachmentMetadataTests,
     ConcurrencyTests,
     DeleteThreadTests,
+    DurabilityTests,
     IdTests,
     ItemTests,
     OrderingTests,
@@ -23,6 +24,7 @@ class StoreTests(
     DeleteThreadTests,
     TenantIsolationTests,
     ConcurrencyTests,
+    DurabilityTests,
     IdTests,
     ServerTests,
 ):
