@@ -1,10 +1,33 @@
-"""Persistence for ChatKit servers: SQL and in-memory stores with tenant isolation."""
+"""Persistence for ChatKit servers: SQL and in-memory stores with tenant isolation.
 
-from .memory import MemoryStore
-from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
-from .tenancy import TenantError, TenantResolver, default_tenant, single_tenant
+Names are imported on first use, so ``import chatkit_stores`` stays cheap (the pytest plugin
+loads it in every test run) and optional drivers are only needed by the store that uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .memory import MemoryStore
+    from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
+    from .tenancy import TenantError, TenantResolver, default_tenant, single_tenant
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "MemoryStore": ".memory",
+    "MySQLStore": ".sql",
+    "PostgresStore": ".sql",
+    "SQLStore": ".sql",
+    "SQLiteStore": ".sql",
+    "SchemaMissingError": ".sql",
+    "TenantError": ".tenancy",
+    "TenantResolver": ".tenancy",
+    "default_tenant": ".tenancy",
+    "single_tenant": ".tenancy",
+}
 
 __all__ = [
     "MemoryStore",
@@ -18,3 +41,17 @@ __all__ = [
     "default_tenant",
     "single_tenant",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'chatkit_stores' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the module's names, lazy ones included."""
+    return sorted([*globals(), *_EXPORTS])
