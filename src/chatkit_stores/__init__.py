@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .files import DiskAttachmentStore, UploadRejected
     from .memory import MemoryStore
     from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
     from .tenancy import TenantError, TenantResolver, default_tenant, single_tenant
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DiskAttachmentStore": ".files",
+    "UploadRejected": ".files",
     "MemoryStore": ".memory",
     "MySQLStore": ".sql",
     "PostgresStore": ".sql",
@@ -30,6 +33,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "DiskAttachmentStore",
     "MemoryStore",
     "MySQLStore",
     "PostgresStore",
@@ -38,6 +42,7 @@ __all__ = [
     "SchemaMissingError",
     "TenantError",
     "TenantResolver",
+    "UploadRejected",
     "default_tenant",
     "single_tenant",
 ]

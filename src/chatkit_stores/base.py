@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from chatkit.store import Store, StoreItemType, default_generate_id
-from chatkit.types import Page, ThreadMetadata
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
-from .tenancy import MAX_KEY_LENGTH, TenantResolver, check_tenant, default_tenant
+from .tenancy import MAX_KEY_LENGTH, TenantContext, TenantResolver, check_tenant, default_tenant
 
 TContext = TypeVar("TContext")
 T = TypeVar("T")
 Order = Literal["asc", "desc"]
 
 DEFAULT_MAX_PAGE_SIZE = 1000
+
+
+class LinkedAttachmentStore(Protocol):
+    """What a store needs from the attachment store linked to it."""
+
+    async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
+        """Return the attachment as it should be shown now (fresh preview URL, upload state)."""
+        ...
+
+    async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
+        """Delete the bytes of attachments whose metadata was deleted."""
+        ...
 
 
 class StoreBase(Store[TContext], Generic[TContext]):
@@ -29,6 +41,11 @@ class StoreBase(Store[TContext], Generic[TContext]):
             raise ValueError(f"max_page_size must be at least 1, got {max_page_size}")
         self._resolve_tenant: TenantResolver = tenant or default_tenant
         self.max_page_size = max_page_size
+        self.attachment_store: LinkedAttachmentStore | None = None
+
+    def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:
+        """Delete bytes with ``delete_thread`` and refresh preview URLs on load."""
+        self.attachment_store = attachment_store
 
     def generate_thread_id(self, context: TContext) -> str:
         """Return a new thread id: ChatKit's ``thr_`` prefix and 128 random bits."""
@@ -42,7 +59,28 @@ class StoreBase(Store[TContext], Generic[TContext]):
 
     def tenant_of(self, context: TContext) -> str:
         """Return the tenant key of ``context``, or raise ``TenantError``."""
+        if isinstance(context, TenantContext):
+            return check_tenant(context.tenant_id)
         return check_tenant(self._resolve_tenant(context))
+
+    async def present_attachment(self, tenant: str, attachment: Attachment) -> Attachment:
+        """Attachment metadata as loaded: upload state checked, preview URL fresh."""
+        if self.attachment_store is None:
+            return attachment
+        return await self.attachment_store.present(tenant, attachment, check=True)
+
+    async def present_item(self, tenant: str, item: ThreadItem) -> ThreadItem:
+        """An item as loaded: a user message's attachment copies get fresh preview URLs."""
+        if self.attachment_store is None or not isinstance(item, UserMessageItem):
+            return item
+        files = self.attachment_store
+        item.attachments = [await files.present(tenant, a, check=False) for a in item.attachments]
+        return item
+
+    async def forget_attachments(self, tenant: str, attachment_ids: Iterable[str]) -> None:
+        """Delete the bytes of attachments whose metadata was just deleted."""
+        if self.attachment_store is not None:
+            await self.attachment_store.delete_bytes(tenant, attachment_ids)
 
     def page_size(self, limit: int, order: str) -> int:
         """Validate ``order`` and ``limit``; return ``limit`` clamped to ``max_page_size``."""

@@ -64,9 +64,14 @@ class MemoryStore(StoreBase[TContext]):
         self._threads.pop((tenant, thread_id), None)
         for item_key in [k for k in self._items if k[:2] == (tenant, thread_id)]:
             del self._items[item_key]
-        for key, attachment in list(self._attachments.items()):
-            if key[0] == tenant and attachment.thread_id == thread_id:
-                del self._attachments[key]
+        doomed = [
+            key
+            for key, attachment in self._attachments.items()
+            if key[0] == tenant and attachment.thread_id == thread_id
+        ]
+        for key in doomed:
+            del self._attachments[key]
+        await self.forget_attachments(tenant, [attachment_id for _, attachment_id in doomed])
 
     # items
 
@@ -82,10 +87,11 @@ class MemoryStore(StoreBase[TContext]):
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return a copy of the item, or raise ``NotFoundError``."""
-        row = self._items.get((self.tenant_of(context), thread_id, item_id))
+        tenant = self.tenant_of(context)
+        row = self._items.get((tenant, thread_id, item_id))
         if row is None:
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
-        return row.model.model_copy(deep=True)
+        return await self.present_item(tenant, row.model.model_copy(deep=True))
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
@@ -94,7 +100,9 @@ class MemoryStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         size = self.page_size(limit, order)
         rows = [row for key, row in self._items.items() if key[:2] == (tenant, thread_id)]
-        return _page(rows, after, size, order)
+        page = _page(rows, after, size, order)
+        page.data = [await self.present_item(tenant, item) for item in page.data]
+        return page
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Remove one item; a missing item is a no-op."""
@@ -109,10 +117,11 @@ class MemoryStore(StoreBase[TContext]):
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return a copy of the attachment metadata, or raise ``NotFoundError``."""
-        attachment = self._attachments.get((self.tenant_of(context), attachment_id))
+        tenant = self.tenant_of(context)
+        attachment = self._attachments.get((tenant, attachment_id))
         if attachment is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        return attachment.model_copy(deep=True)
+        return await self.present_attachment(tenant, attachment.model_copy(deep=True))
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Remove attachment metadata; a missing attachment is a no-op."""

@@ -28,6 +28,16 @@ class TenantError(Exception):
     """The request context names no usable tenant; nothing was read or written."""
 
 
+class TenantContext:
+    """A context that names its tenant directly (used behind signed upload URLs)."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+
+    def __repr__(self) -> str:
+        return f"TenantContext({self.tenant_id!r})"
+
+
 def default_tenant(context: Any) -> str:
     """Return the context's ``tenant_id``, else its ``user_id`` (mapping key or attribute)."""
     for field in TENANT_FIELDS:

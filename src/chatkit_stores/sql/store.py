@@ -169,18 +169,20 @@ class SQLStore(StoreBase[TContext]):
             self.tables.items,
             self.tables.attachments,
         )
+        of_thread = [attachments.c.tenant == tenant, attachments.c.thread_id == thread_id]
         async with self._connect(atomic=True) as conn:
             await conn.execute(
                 delete(items).where(items.c.tenant == tenant, items.c.thread_id == thread_id)
             )
-            await conn.execute(
-                delete(attachments).where(
-                    attachments.c.tenant == tenant, attachments.c.thread_id == thread_id
-                )
-            )
+            attachment_ids: list[str] = []
+            if self.attachment_store is not None:
+                found = await conn.execute(select(attachments.c.id).where(*of_thread))
+                attachment_ids = list(found.scalars())
+            await conn.execute(delete(attachments).where(*of_thread))
             await conn.execute(
                 delete(threads).where(threads.c.tenant == tenant, threads.c.id == thread_id)
             )
+        await self.forget_attachments(tenant, attachment_ids)
 
     # items
 
@@ -216,7 +218,7 @@ class SQLStore(StoreBase[TContext]):
         )
         if data is None:
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
-        return _ITEM.validate_json(data)
+        return await self.present_item(tenant, _ITEM.validate_json(data))
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
@@ -226,7 +228,7 @@ class SQLStore(StoreBase[TContext]):
         size = self.page_size(limit, order)
         if not is_key(thread_id):
             return await self._page_of_nothing(after)
-        return await self._page(
+        page = await self._page(
             self.tables.items,
             lambda t: [t.c.tenant == tenant, t.c.thread_id == thread_id],
             after,
@@ -234,6 +236,9 @@ class SQLStore(StoreBase[TContext]):
             order,
             _ITEM.validate_json,
         )
+        if self.attachment_store is not None:
+            page.data = [await self.present_item(tenant, item) for item in page.data]
+        return page
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Delete one item; a missing item is a no-op."""
@@ -274,7 +279,7 @@ class SQLStore(StoreBase[TContext]):
         )
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        return _ATTACHMENT.validate_json(data)
+        return await self.present_attachment(tenant, _ATTACHMENT.validate_json(data))
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete attachment metadata; a missing attachment is a no-op."""

@@ -1,0 +1,167 @@
+"""The Starlette app of a ``DiskAttachmentStore``: signed uploads in, signed files out.
+
+- ``POST|PUT /upload/{id}``: a two-phase upload. POST takes ``multipart/form-data`` with a
+  ``file`` field (what the ChatKit client sends), PUT the raw body. Limits are enforced while
+  the body streams; a rejected upload answers 413/415 and leaves no file.
+- ``GET /files/{id}``: the bytes, with the stored type, ``nosniff``, a safe
+  ``Content-Disposition``; previewable images inline and with CORS, everything else as a download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from chatkit.store import NotFoundError
+
+from ..tenancy import TenantContext
+from .base import PREVIEW_TYPES, UploadRejected
+from .signing import SignatureError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from .disk import DiskAttachmentStore
+
+try:
+    from python_multipart.multipart import MultipartParser, parse_options_header
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "DiskAttachmentStore.asgi_app() needs Starlette: pip install 'chatkit-stores[files]'"
+    ) from exc
+
+
+def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
+    """Build the upload/download app for ``disk``."""
+
+    async def upload(request: Request) -> Response:
+        attachment_id = request.path_params["attachment_id"]
+        if request.method != disk.upload_method:
+            return _error(403, f"this URL accepts {disk.upload_method} only")
+        try:
+            grant = disk.signer.verify(request.method, attachment_id, dict(request.query_params))
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > disk.max_bytes + _MULTIPART_SLACK:
+                raise UploadRejected("the upload is larger than the limit", 413)
+            chunks: AsyncIterator[bytes] = (
+                request.stream() if request.method == "PUT" else _multipart_file(request)
+            )
+            attachment = await disk.receive(grant.tenant, attachment_id, chunks)
+        except SignatureError as error:
+            return _error(403, str(error))
+        except NotFoundError:
+            return _error(404, "no such attachment")
+        except UploadRejected as error:
+            return _error(error.status, str(error))
+        except ClientDisconnect:
+            return _error(400, "the client went away before the upload finished")
+        except ValueError as error:
+            return _error(400, str(error))
+        return JSONResponse(attachment.model_dump(mode="json", exclude={"metadata"}))
+
+    async def download(request: Request) -> Response:
+        attachment_id = request.path_params["attachment_id"]
+        try:
+            grant = disk.signer.verify("GET", attachment_id, dict(request.query_params))
+            context: Any = TenantContext(grant.tenant)
+            attachment = await disk.store.load_attachment(attachment_id, context)
+            chunks = disk.open(attachment_id, context)
+            first = await anext(chunks, b"")  # raises NotFoundError before headers go out
+        except SignatureError as error:
+            return _error(403, str(error))
+        except NotFoundError:
+            return _error(404, "no such file")
+        inline = attachment.mime_type in PREVIEW_TYPES
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": _disposition(attachment.name, inline),
+            "Cache-Control": "private, max-age=300",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        }
+        if inline:
+            headers["Access-Control-Allow-Origin"] = "*"
+        return StreamingResponse(
+            _prepend(first, chunks), media_type=attachment.mime_type, headers=headers
+        )
+
+    return Starlette(
+        routes=[
+            Route("/upload/{attachment_id}", upload, methods=["POST", "PUT"]),
+            Route("/files/{attachment_id}", download, methods=["GET"]),
+        ]
+    )
+
+
+_MULTIPART_SLACK = 64 * 1024
+"""Room for multipart boundaries and part headers in a Content-Length check."""
+
+
+async def _multipart_file(request: Request) -> AsyncIterator[bytes]:
+    """Stream the bytes of the ``file`` field of a multipart body, parsing as it arrives."""
+    content_type, options = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise UploadRejected("send multipart/form-data with a 'file' field", 415)
+    state: dict[str, Any] = {"headers": [], "field": b"", "name": None, "found": False}
+    pending: list[bytes] = []
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        if state["field"].lower() == b"content-disposition":
+            state["name"] = parse_options_header(data[start:end])[1].get(b"name")
+
+    def on_header_end() -> None:
+        state["field"] = b""
+
+    def on_part_begin() -> None:
+        state["name"] = None
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["name"] == b"file":
+            state["found"] = True
+            pending.append(data[start:end])
+
+    parser = MultipartParser(
+        options[b"boundary"],
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_begin": on_part_begin,
+            "on_part_data": on_part_data,
+        },
+    )
+    async for chunk in request.stream():
+        parser.write(chunk)
+        for piece in pending:
+            yield piece
+        pending.clear()
+    parser.finalize()
+    if not state["found"]:
+        raise UploadRejected("the multipart body has no 'file' field", 415)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _disposition(name: str, inline: bool) -> str:
+    """A Content-Disposition that no file name can break out of."""
+    fallback = "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in " ._-") else "_" for ch in name
+    )
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback or 'file'}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,272 @@
+"""What the disk and S3 attachment stores share: limits, ids, models, and the metadata link.
+
+An attachment store keeps the bytes; the ``Store`` it is built with keeps the metadata. Building
+one links the two (when the store is one of this package's): ``delete_thread`` then deletes the
+thread's bytes too, and preview URLs are re-signed whenever metadata or items are loaded.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from typing import Any, Generic, TypeVar
+
+from chatkit.store import AttachmentStore, NotFoundError, Store
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+)
+from pydantic import AnyUrl
+
+from ..base import StoreBase, check_id
+from ..tenancy import TenantContext, TenantResolver, check_tenant, default_tenant
+
+TContext = TypeVar("TContext")
+
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+PREVIEW_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
+"""Images shown inline as previews; SVG is served as a download (it can carry script)."""
+_MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+class UploadRejected(ValueError):
+    """An upload broke a limit; ``status`` is the HTTP status to answer (413 or 415)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
+    """Limits, ids, attachment models and metadata updates shared by disk and S3."""
+
+    def __init__(
+        self,
+        store: Store[TContext],
+        *,
+        tenant: TenantResolver | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_mime_types: Collection[str] | None = None,
+        preview_ttl: int = 3600,
+        upload_ttl: int = 900,
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.store = store
+        self.max_bytes = max_bytes
+        self.allowed_mime_types = (
+            None if allowed_mime_types is None else frozenset(m.lower() for m in allowed_mime_types)
+        )
+        self.preview_ttl = preview_ttl
+        self.upload_ttl = upload_ttl
+        if tenant is not None:
+            self._resolve_tenant = tenant
+        elif isinstance(store, StoreBase):
+            self._resolve_tenant = store.tenant_of
+        else:
+            self._resolve_tenant = default_tenant
+        if isinstance(store, StoreBase):
+            store.link_attachment_store(self)
+
+    # what each backend provides
+
+    @abstractmethod
+    async def _write(
+        self, tenant: str, attachment_id: str, mime_type: str, chunks: AsyncIterable[bytes]
+    ) -> int:
+        """Store the bytes (all or nothing, at most ``max_bytes``); return the size."""
+
+    @abstractmethod
+    def _chunks(self, tenant: str, attachment_id: str) -> AsyncIterator[bytes]:
+        """Yield the stored bytes; raise ``NotFoundError`` if there are none."""
+
+    @abstractmethod
+    async def _delete(self, tenant: str, attachment_ids: Iterable[str]) -> None:
+        """Delete stored bytes; missing ones are ignored."""
+
+    @abstractmethod
+    def _upload_descriptor(
+        self, tenant: str, attachment_id: str, mime_type: str
+    ) -> AttachmentUploadDescriptor:
+        """Where and how the client uploads the bytes of a two-phase upload."""
+
+    @abstractmethod
+    def _preview_url(self, tenant: str, attachment_id: str) -> str:
+        """A URL, valid for ``preview_ttl``, that shows the image."""
+
+    async def _has_bytes(self, tenant: str, attachment_id: str) -> bool:
+        """Whether the bytes of a two-phase upload arrived (S3 checks with a HEAD)."""
+        return False
+
+    # ChatKit's AttachmentStore
+
+    def generate_attachment_id(self, mime_type: str, context: TContext) -> str:
+        """Return a new ``atc_`` id with 128 random bits."""
+        return f"atc_{uuid.uuid4().hex}"
+
+    async def create_attachment(
+        self, input: AttachmentCreateParams, context: TContext
+    ) -> Attachment:
+        """Check the declared type and size; return the attachment with its upload descriptor."""
+        tenant = self.tenant_of(context)
+        mime_type = self.check_mime_type(input.mime_type)
+        self.check_size(input.size)
+        attachment_id = self.generate_attachment_id(mime_type, context)
+        descriptor = self._upload_descriptor(tenant, attachment_id, mime_type)
+        return self._attachment(tenant, attachment_id, input.name, mime_type, descriptor)
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        """Delete the bytes of one of the context's attachments; others' ids do nothing."""
+        await self._delete(self.tenant_of(context), [attachment_id])
+
+    # direct uploads and reading back
+
+    async def upload(
+        self,
+        content: bytes | AsyncIterable[bytes],
+        *,
+        name: str,
+        mime_type: str,
+        context: TContext,
+        thread_id: str | None = None,
+    ) -> Attachment:
+        """Store bytes from the app's own endpoint; save and return the finished attachment."""
+        tenant = self.tenant_of(context)
+        mime_type = self.check_mime_type(mime_type)
+        attachment_id = self.generate_attachment_id(mime_type, context)
+        await self._write(tenant, attachment_id, mime_type, _as_chunks(content))
+        attachment = self._attachment(tenant, attachment_id, name, mime_type, None)
+        attachment.thread_id = None if thread_id is None else check_id(thread_id, "thread id")
+        try:
+            await self.store.save_attachment(attachment, context)
+        except BaseException:
+            await self._delete(tenant, [attachment_id])
+            raise
+        return attachment
+
+    def open(self, attachment_id: str, context: TContext) -> AsyncIterator[bytes]:
+        """Stream an attachment's bytes (raises ``NotFoundError`` when iterated, if missing)."""
+        return self._chunks(self.tenant_of(context), attachment_id)
+
+    async def read(self, attachment_id: str, context: TContext) -> bytes:
+        """Return an attachment's bytes (for ``attachment_to_message_content``)."""
+        return b"".join([chunk async for chunk in self.open(attachment_id, context)])
+
+    # two-phase uploads arriving, and presenting metadata
+
+    async def receive(
+        self, tenant: str, attachment_id: str, chunks: AsyncIterable[bytes]
+    ) -> Attachment:
+        """Store a two-phase upload's bytes and mark its metadata uploaded."""
+        context: Any = TenantContext(tenant)
+        attachment = await self.store.load_attachment(attachment_id, context)
+        if attachment.upload_descriptor is None:
+            raise UploadRejected("this attachment was already uploaded", 409)
+        await self._write(tenant, attachment_id, attachment.mime_type, chunks)
+        done = self._finished(tenant, attachment)
+        await self.store.save_attachment(done, context)
+        return done
+
+    async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
+        """Return the attachment as it should be shown now: fresh preview URL, upload state.
+
+        With ``check``, a pending two-phase upload whose bytes have arrived is completed.
+        """
+        if attachment.upload_descriptor is not None:
+            if not check or not await self._has_bytes(tenant, attachment.id):
+                return attachment
+            done = self._finished(tenant, attachment)
+            await self.store.save_attachment(done, TenantContext(tenant))  # type: ignore[arg-type]
+            return done
+        if isinstance(attachment, ImageAttachment):
+            url = AnyUrl(self._preview_url(tenant, attachment.id))
+            return attachment.model_copy(update={"preview_url": url})
+        return attachment
+
+    async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
+        """Delete the bytes of attachments whose metadata is gone (``delete_thread``)."""
+        await self._delete(tenant, attachment_ids)
+
+    # checks and helpers
+
+    def tenant_of(self, context: TContext) -> str:
+        """Return the tenant of ``context`` (the linked store's resolver by default)."""
+        if isinstance(context, TenantContext):
+            return check_tenant(context.tenant_id)
+        return check_tenant(self._resolve_tenant(context))
+
+    def check_mime_type(self, mime_type: str) -> str:
+        """Return the normalized MIME type, or raise ``UploadRejected`` (415)."""
+        normalized = mime_type.split(";", 1)[0].strip().lower()
+        if not _MIME.match(normalized):
+            raise UploadRejected(f"not a MIME type: {mime_type!r:.100}", 415)
+        if self.allowed_mime_types is not None and normalized not in self.allowed_mime_types:
+            raise UploadRejected(f"files of type {normalized} are not accepted", 415)
+        return normalized
+
+    def check_size(self, size: int) -> None:
+        """Raise ``UploadRejected`` (413) for a size above ``max_bytes``."""
+        if size > self.max_bytes:
+            raise UploadRejected(f"{size} bytes is more than the limit of {self.max_bytes}", 413)
+        if size < 0:
+            raise UploadRejected(f"negative size {size}", 413)
+
+    def _attachment(
+        self,
+        tenant: str,
+        attachment_id: str,
+        name: str,
+        mime_type: str,
+        descriptor: AttachmentUploadDescriptor | None,
+    ) -> Attachment:
+        name = _safe_name(name)
+        if mime_type in PREVIEW_TYPES:
+            return ImageAttachment(
+                id=attachment_id,
+                name=name,
+                mime_type=mime_type,
+                preview_url=AnyUrl(self._preview_url(tenant, attachment_id)),
+                upload_descriptor=descriptor,
+            )
+        return FileAttachment(
+            id=attachment_id, name=name, mime_type=mime_type, upload_descriptor=descriptor
+        )
+
+    def _finished(self, tenant: str, attachment: Attachment) -> Attachment:
+        update: dict[str, Any] = {"upload_descriptor": None}
+        if isinstance(attachment, ImageAttachment):
+            update["preview_url"] = AnyUrl(self._preview_url(tenant, attachment.id))
+        return attachment.model_copy(update=update)
+
+
+def _safe_name(name: str) -> str:
+    """A display name: no path, no control characters, at most 255 characters."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip() or "file"
+    return name[:255]
+
+
+async def _as_chunks(content: bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(content, bytes | bytearray | memoryview):
+        yield bytes(content)
+        return
+    async for chunk in content:
+        yield chunk
+
+
+async def limited(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+    """Pass chunks through; raise ``UploadRejected`` (413) once more than ``max_bytes`` came."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise UploadRejected(f"the upload is larger than the limit of {max_bytes} bytes", 413)
+        yield chunk
+
+
+__all__ = ["AttachmentStoreBase", "NotFoundError", "TenantContext", "UploadRejected", "limited"]

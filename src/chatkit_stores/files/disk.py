@@ -1,0 +1,140 @@
+"""Attachment bytes in a local folder, uploaded and served through signed URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+from chatkit.store import NotFoundError, Store
+from chatkit.types import AttachmentUploadDescriptor
+from pydantic import AnyUrl
+
+from ..tenancy import TenantResolver
+from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
+from .signing import Grant, Signer
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+CHUNK = 256 * 1024
+
+
+class DiskAttachmentStore(AttachmentStoreBase[TContext]):
+    """Keeps attachment bytes under ``root``; ``asgi_app()`` receives uploads and serves files.
+
+    ``base_url`` is where that app is mounted (``app.mount("/files", disk.asgi_app())`` ->
+    ``base_url="https://chat.example.com/files"``). URLs are HMAC-signed with ``secret`` (or
+    ``CHATKIT_STORES_SECRET``), expire, and name one method, tenant and attachment.
+    """
+
+    def __init__(
+        self,
+        store: Store[TContext],
+        root: str | Path,
+        *,
+        base_url: str,
+        secret: str | bytes | None = None,
+        tenant: TenantResolver | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_mime_types: Collection[str] | None = None,
+        upload_method: Literal["POST", "PUT"] = "POST",
+        preview_ttl: int = 3600,
+        upload_ttl: int = 900,
+    ) -> None:
+        super().__init__(
+            store,
+            tenant=tenant,
+            max_bytes=max_bytes,
+            allowed_mime_types=allowed_mime_types,
+            preview_ttl=preview_ttl,
+            upload_ttl=upload_ttl,
+        )
+        self.root = Path(root).resolve()
+        self.base_url = base_url.rstrip("/")
+        self.signer = Signer(secret)
+        self.upload_method = upload_method
+
+    def asgi_app(self) -> ASGIApp:
+        """The Starlette app for signed uploads and downloads; mount it at ``base_url``."""
+        from .asgi import disk_app
+
+        return disk_app(self)
+
+    def path(self, tenant: str, attachment_id: str) -> Path:
+        """Where the bytes live: derived only from hashes of tenant and id, never from names."""
+        return self.root / f"t_{_digest(tenant)}" / f"a_{_digest(attachment_id)}"
+
+    # AttachmentStoreBase
+
+    async def _write(
+        self, tenant: str, attachment_id: str, mime_type: str, chunks: AsyncIterable[bytes]
+    ) -> int:
+        target = self.path(tenant, attachment_id)
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        handle = await asyncio.to_thread(partial.open, "xb")
+        size = 0
+        try:
+            try:
+                async for chunk in limited(chunks, self.max_bytes):
+                    await asyncio.to_thread(handle.write, chunk)
+                    size += len(chunk)
+                await asyncio.to_thread(_flush, handle)
+            finally:
+                await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(os.replace, partial, target)
+        except BaseException:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+            raise
+        return size
+
+    async def _chunks(self, tenant: str, attachment_id: str) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(self.path(tenant, attachment_id).open, "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"Attachment {attachment_id} has no stored bytes") from None
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def _delete(self, tenant: str, attachment_ids: Iterable[str]) -> None:
+        for attachment_id in attachment_ids:
+            await asyncio.to_thread(self.path(tenant, attachment_id).unlink, missing_ok=True)
+
+    async def _has_bytes(self, tenant: str, attachment_id: str) -> bool:
+        return await asyncio.to_thread(self.path(tenant, attachment_id).is_file)
+
+    def _upload_descriptor(
+        self, tenant: str, attachment_id: str, mime_type: str
+    ) -> AttachmentUploadDescriptor:
+        url = self.signed_url("upload", self.upload_method, tenant, attachment_id, self.upload_ttl)
+        return AttachmentUploadDescriptor(url=AnyUrl(url), method=self.upload_method)
+
+    def _preview_url(self, tenant: str, attachment_id: str) -> str:
+        return self.signed_url("files", "GET", tenant, attachment_id, self.preview_ttl)
+
+    def download_url(self, attachment_id: str, context: TContext, ttl: int = 3600) -> str:
+        """A signed URL that downloads one of the context's attachments."""
+        return self.signed_url("files", "GET", self.tenant_of(context), attachment_id, ttl)
+
+    def signed_url(self, route: str, method: str, tenant: str, attachment_id: str, ttl: int) -> str:
+        """``base_url/route/id?signature`` granting ``method`` for ``ttl`` seconds."""
+        query = self.signer.query(Grant(method, tenant, attachment_id), ttl)
+        return f"{self.base_url}/{route}/{quote(attachment_id, safe='')}?{query}"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+def _flush(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
