@@ -1,0 +1,8 @@
+"""``python -m chatkit_stores``: the ``chatkit-stores`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
