@@ -31,8 +31,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.mark.asyncio
-async def test_fastapi_example(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_fastapi_example(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CHATKIT_STORES_SECRET", "example-secret-" + "x" * 32)
+    monkeypatch.setenv("UPLOAD_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("PUBLIC_URL", "http://test")
     example = load_example("fastapi_app")
     async with example.lifespan(example.app):
         transport = httpx.ASGITransport(app=example.app)
@@ -57,3 +62,30 @@ async def test_fastapi_example(database_url: str, monkeypatch: pytest.MonkeyPatc
             thread = (await client.post("/chatkit", json=get, headers=headers)).json()
             texts = [item["content"][0]["text"] for item in thread["items"]["data"]]
             assert texts == ["hi", "echo: hi"]
+
+            # direct upload, then the file in a message, then its preview
+            png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+            uploaded = await client.post(
+                "/upload", files={"file": ("cat.png", png, "image/png")}, headers=headers
+            )
+            assert uploaded.status_code == 200, uploaded.text
+            attachment = uploaded.json()
+            add = {
+                "type": "threads.add_user_message",
+                "params": {
+                    "thread_id": thread_id,
+                    "input": {
+                        "content": [{"type": "input_text", "text": "see"}],
+                        "attachments": [attachment["id"]],
+                        "inference_options": {},
+                    },
+                },
+            }
+            await client.post("/chatkit", json=add, headers=headers)
+            thread = (await client.post("/chatkit", json=get, headers=headers)).json()
+            preview = thread["items"]["data"][2]["attachments"][0]["preview_url"]
+            assert (await client.get(preview)).content == png
+            refused = await client.post(
+                "/upload", files={"file": ("x.html", b"<script>", "text/html")}, headers=headers
+            )
+            assert refused.status_code == 415

@@ -1,6 +1,7 @@
-"""A ChatKit server on FastAPI with a chatkit-stores store.
+"""A ChatKit server on FastAPI with a chatkit-stores store and attachments on disk.
 
-Run: DATABASE_URL=sqlite:///chat.db uvicorn fastapi_app:app
+Run: CHATKIT_STORES_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') \\
+     DATABASE_URL=sqlite:///chat.db uvicorn fastapi_app:app
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from chatkit.server import StreamingResult
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from chatkit_stores import SQLStore
+from chatkit_stores import DiskAttachmentStore, SQLStore, UploadRejected
 from chatkit_stores.demo import EchoServer  # stands in for your own ChatKitServer subclass
 
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:8000")
+
 store = SQLStore.from_url(os.environ.get("DATABASE_URL", "sqlite:///chat.db"))
-server = EchoServer(store)
+files = DiskAttachmentStore(  # reads the signing secret from CHATKIT_STORES_SECRET
+    store,
+    os.environ.get("UPLOAD_DIR", "uploads"),
+    base_url=f"{PUBLIC_URL}/files",
+    max_bytes=20 * 1024 * 1024,
+    allowed_mime_types={"image/png", "image/jpeg", "application/pdf", "text/plain"},
+)
+server = EchoServer(store, files)
 
 
 @asynccontextmanager
@@ -28,14 +38,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
+app.mount("/files", files.asgi_app())  # signed two-phase uploads, downloads and previews
+
+
+def current_user(request: Request) -> dict[str, str]:
+    user_id = request.headers.get("x-user-id")  # in a real app: from your authentication
+    if not user_id:
+        raise HTTPException(status_code=401, detail="sign in first")
+    return {"user_id": user_id}
 
 
 @app.post("/chatkit")
 async def chatkit(request: Request) -> Response:
-    user_id = request.headers.get("x-user-id")  # in a real app: from your authentication
-    if not user_id:
-        raise HTTPException(status_code=401, detail="sign in first")
-    result = await server.process(await request.body(), {"user_id": user_id})
+    result = await server.process(await request.body(), current_user(request))
     if isinstance(result, StreamingResult):
         return StreamingResponse(result, media_type="text/event-stream")
     return Response(content=result.json, media_type="application/json")
+
+
+@app.post("/upload")  # the ChatKit client's "direct" upload strategy posts here
+async def upload(request: Request, file: UploadFile) -> Response:
+    try:
+        attachment = await files.upload(
+            file,  # read in chunks, never whole
+            name=file.filename or "file",
+            mime_type=file.content_type or "application/octet-stream",
+            context=current_user(request),
+        )
+    except UploadRejected as error:
+        raise HTTPException(status_code=error.status, detail=str(error)) from error
+    return JSONResponse(attachment.model_dump(mode="json", exclude={"metadata"}))

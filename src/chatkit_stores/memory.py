@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 from chatkit.store import NotFoundError
@@ -33,6 +33,7 @@ class MemoryStore(StoreBase[TContext]):
         self._threads: dict[tuple[str, str], _Row[ThreadMetadata]] = {}
         self._items: dict[tuple[str, str, str], _Row[ThreadItem]] = {}
         self._attachments: dict[tuple[str, str], Attachment] = {}
+        self._attachment_created: dict[tuple[str, str], datetime] = {}
         self._counter = itertools.count()
 
     # threads
@@ -114,6 +115,7 @@ class MemoryStore(StoreBase[TContext]):
         """Insert or replace attachment metadata."""
         key = (self.tenant_of(context), check_id(attachment.id, "attachment id"))
         self._attachments[key] = attachment.model_copy(deep=True)
+        self._attachment_created.setdefault(key, position(datetime.now(timezone.utc)))
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return a copy of the attachment metadata, or raise ``NotFoundError``."""
@@ -126,6 +128,20 @@ class MemoryStore(StoreBase[TContext]):
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Remove attachment metadata; a missing attachment is a no-op."""
         self._attachments.pop((self.tenant_of(context), attachment_id), None)
+
+    async def orphaned_attachments(
+        self, created_before: datetime, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
+        cutoff = position(created_before)
+        orphans = [
+            (created, key)
+            for key, created in self._attachment_created.items()
+            if key in self._attachments
+            and self._attachments[key].thread_id is None
+            and created < cutoff
+        ]
+        return [key for _, key in sorted(orphans)[:limit]]
 
     def _upsert(self, table: dict[K, _Row[M]], key: K, model: M) -> None:
         existing = table.get(key)

@@ -11,7 +11,8 @@ import re
 import uuid
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
-from typing import Any, Generic, TypeVar
+from datetime import datetime, timedelta, timezone
+from typing import Any, Generic, Protocol, TypeVar
 
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
@@ -128,14 +129,18 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
     async def upload(
         self,
-        content: bytes | AsyncIterable[bytes],
+        content: bytes | AsyncIterable[bytes] | AsyncReadable,
         *,
         name: str,
         mime_type: str,
         context: TContext,
         thread_id: str | None = None,
     ) -> Attachment:
-        """Store bytes from the app's own endpoint; save and return the finished attachment."""
+        """Store bytes from the app's own endpoint; save and return the finished attachment.
+
+        ``content`` is bytes, an async iterable of chunks, or a file with ``async read(n)``
+        (e.g. a FastAPI ``UploadFile``); it is read in chunks, never whole.
+        """
         tenant = self.tenant_of(context)
         mime_type = self.check_mime_type(mime_type)
         attachment_id = self.generate_attachment_id(mime_type, context)
@@ -187,6 +192,24 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
             url = AnyUrl(self._preview_url(tenant, attachment.id))
             return attachment.model_copy(update={"preview_url": url})
         return attachment
+
+    async def delete_orphans(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Delete attachments (bytes and metadata) never put in a thread within ``older_than``.
+
+        Needs a metadata store with ``orphaned_attachments`` (this package's stores have it).
+        Returns how many were deleted.
+        """
+        find = getattr(self.store, "orphaned_attachments", None)
+        if find is None:
+            raise TypeError(f"{type(self.store).__name__} cannot list orphaned attachments")
+        cutoff = datetime.now(timezone.utc) - older_than
+        deleted = 0
+        while batch := await find(cutoff, limit=500):
+            for tenant, attachment_id in batch:
+                await self._delete(tenant, [attachment_id])
+                await self.store.delete_attachment(attachment_id, TenantContext(tenant))  # type: ignore[arg-type]
+            deleted += len(batch)
+        return deleted
 
     async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
         """Delete the bytes of attachments whose metadata is gone (``delete_thread``)."""
@@ -251,12 +274,26 @@ def _safe_name(name: str) -> str:
     return name[:255]
 
 
-async def _as_chunks(content: bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+class AsyncReadable(Protocol):
+    """A file-like object with an async ``read`` (a FastAPI/Starlette ``UploadFile``)."""
+
+    async def read(self, size: int = -1, /) -> bytes:
+        """Read up to ``size`` bytes."""
+        ...
+
+
+READ_CHUNK = 256 * 1024
+
+
+async def _as_chunks(content: bytes | AsyncIterable[bytes] | AsyncReadable) -> AsyncIterator[bytes]:
     if isinstance(content, bytes | bytearray | memoryview):
         yield bytes(content)
-        return
-    async for chunk in content:
-        yield chunk
+    elif isinstance(content, AsyncIterable):
+        async for chunk in content:
+            yield chunk
+    else:
+        while chunk := await content.read(READ_CHUNK):
+            yield chunk
 
 
 async def limited(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes]:

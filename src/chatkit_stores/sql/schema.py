@@ -69,6 +69,7 @@ def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         Column("data", Blob, nullable=False),
         UniqueConstraint("tenant", "id", name=f"{prefix}attachments_key"),
         Index(f"{prefix}attachments_thread", "tenant", "thread_id"),
+        Index(f"{prefix}attachments_orphans", "thread_id", "created_at"),
         **TABLE_OPTIONS,
     )
     return Tables(metadata, threads, items, attachments)

@@ -290,6 +290,20 @@ class SQLStore(StoreBase[TContext]):
         async with self._connect() as conn:
             await conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id == attachment_id))
 
+    async def orphaned_attachments(
+        self, created_before: datetime, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
+        t = self.tables.attachments
+        stmt = (
+            select(t.c.tenant, t.c.id)
+            .where(t.c.thread_id.is_(None), t.c.created_at < position(created_before))
+            .order_by(t.c.created_at)
+            .limit(limit)
+        )
+        async with self._connect() as conn:
+            return [(row.tenant, row.id) for row in await conn.execute(stmt)]
+
     # machinery
 
     @asynccontextmanager
