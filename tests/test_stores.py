@@ -36,7 +36,7 @@ class SQLStoreTests(StoreTests):
             assert isinstance(store, SQLStore)
             await store.close()
             url = store.engine.url.render_as_string(hide_password=False)
-            opened.append(type(store)(url, table_prefix=store.tables.threads.name[:-7]))
+            opened.append(type(store)(url, table_prefix=store.table_prefix))
             return opened[-1]
 
         yield reopen

@@ -80,6 +80,7 @@ class SQLStore(StoreBase[TContext]):
             self._autocommit = False  # the caller's engine: commit explicitly
         self.engine = engine
         self.dialect = dialects.backend_of(engine.url)
+        self.table_prefix = table_prefix
         self.tables = make_tables(table_prefix)
         self._schema_ready = not self.auto_create_schema
         self._schema_lock: asyncio.Lock | None = None
@@ -96,9 +97,10 @@ class SQLStore(StoreBase[TContext]):
         return store_class[backend](url, **options)
 
     async def create_schema(self) -> None:
-        """Create the tables and indexes if they do not exist (idempotent)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(self.tables.metadata.create_all, checkfirst=True)
+        """Create or upgrade the tables with the shipped migrations (idempotent)."""
+        from ..migrations import migrate
+
+        await migrate(self.engine, prefix=self.table_prefix)
         self._schema_ready = True
 
     async def close(self) -> None:
@@ -116,7 +118,7 @@ class SQLStore(StoreBase[TContext]):
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
-        return f"{type(self).__name__}({url!r}, table_prefix={self.tables.threads.name[:-7]!r})"
+        return f"{type(self).__name__}({url!r}, table_prefix={self.table_prefix!r})"
 
     # threads
 
@@ -331,7 +333,7 @@ class SQLStore(StoreBase[TContext]):
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
         message = str(error.orig)
-        prefix = self.tables.threads.name[: -len("threads")]
+        prefix = self.table_prefix
         if prefix in message and any(text in message for text in _MISSING_TABLE):
             raise SchemaMissingError(
                 f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "

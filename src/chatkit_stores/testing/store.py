@@ -36,6 +36,8 @@ class ThreadTests(StoreFixtures):
         loaded = await store.load_thread(thread.id, context)
         assert loaded == thread, "load_thread must return exactly what save_thread stored"
         assert loaded.created_at.tzinfo == thread.created_at.tzinfo, "timezone must survive"
+        page = await store.load_threads(10, None, "asc", context)
+        assert page.data == [thread], "load_threads must return threads exactly as saved"
 
     @pytest.mark.asyncio
     async def test_thread_without_title(self, store: Store[Any], context: Ctx) -> None:
@@ -80,6 +82,17 @@ class ThreadTests(StoreFixtures):
         await store.delete_thread(new_id("thr"), context)
 
     @pytest.mark.asyncio
+    async def test_loaded_model_is_not_aliased(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Changing a loaded model does not change what is stored."""
+        loaded = await store.load_thread(saved_thread.id, context)
+        loaded.title = "changed after load"
+        assert (await store.load_thread(saved_thread.id, context)).title == "A thread", (
+            "load_thread must return a copy, not the stored object"
+        )
+
+    @pytest.mark.asyncio
     async def test_saved_model_is_not_aliased(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -116,7 +129,7 @@ class ItemTests(StoreFixtures):
         item = models.end_of_turn(saved_thread.id, models.TIMESTAMPS[stamp])
         await store.add_thread_item(saved_thread.id, item, context)
         loaded = await store.load_item(saved_thread.id, item.id, context)
-        assert loaded.created_at == item.created_at
+        assert loaded.created_at == item.created_at, "timestamps round-trip exactly, with timezone"
         assert loaded.created_at.tzinfo == item.created_at.tzinfo, "timezone must survive"
 
     @pytest.mark.asyncio
@@ -255,6 +268,7 @@ class OrderingTests(StoreFixtures):
         if order == "desc":
             expected.reverse()
         ids, pages = await collect(store, saved_thread.id, order, limit, context)
+        assert sorted(ids) == sorted(expected), "pagination lost or repeated items (has_more/after)"
         assert ids == expected, (
             f"items must come in created_at order, ties in insertion order ({order})"
         )
@@ -317,6 +331,12 @@ class OrderingTests(StoreFixtures):
                 await store.load_thread_items(saved_thread.id, new_id("msg"), 10, order, context)
             with pytest.raises(NotFoundError):
                 await store.load_threads(10, new_id("thr"), order, context)
+        other = models.thread()
+        await store.save_thread(other, context)
+        [foreign] = await add_items(store, other, 1, context, step=None)
+        for order in ("asc", "desc"):
+            with pytest.raises(NotFoundError):  # a cursor is only an item of this thread
+                await store.load_thread_items(saved_thread.id, foreign.id, 10, order, context)
 
     @pytest.mark.asyncio
     async def test_cursor_on_last_item(
@@ -359,6 +379,8 @@ def _check_pages(pages: list[Page[Any]], limit: int) -> None:
             "a page before the last is full with has_more"
         )
         assert page.after == page.data[-1].id, "after must be the last id of a page with has_more"
+    for page in pages[1:]:
+        assert page.data, "has_more=True promised more, but the next page is empty"
     last = pages[-1]
     assert not last.has_more and last.after is None, "the last page has has_more=False, after=None"
     assert len(last.data) <= limit
