@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .files import DiskAttachmentStore, UploadRejected
+    from .files import DiskAttachmentStore, S3AttachmentStore, UploadRejected
     from .memory import MemoryStore
     from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
     from .tenancy import TenantError, TenantResolver, default_tenant, single_tenant
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DiskAttachmentStore": ".files",
+    "S3AttachmentStore": ".files",
     "UploadRejected": ".files",
     "MemoryStore": ".memory",
     "MySQLStore": ".sql",
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryStore",
     "MySQLStore",
     "PostgresStore",
+    "S3AttachmentStore",
     "SQLStore",
     "SQLiteStore",
     "SchemaMissingError",

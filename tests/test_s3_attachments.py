@@ -1,0 +1,432 @@
+"""S3AttachmentStore on a real S3 server (moto, or CHATKIT_STORES_S3_ENDPOINT), on every metadata
+store: presigned two-phase uploads through a ChatKitServer, multipart direct uploads, limits,
+aborts, tenant isolation and preview URLs re-signed on load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import httpx
+import pytest
+import pytest_asyncio
+from botocore.config import Config
+from chatkit.store import NotFoundError
+from chatkit.types import AttachmentCreateParams, ImageAttachment
+from pydantic import AnyUrl
+
+from chatkit_stores import MemoryStore, S3AttachmentStore, SQLStore, UploadRejected
+from chatkit_stores.demo import EchoServer, call
+from chatkit_stores.pytest_plugin import s3_credentials
+from conftest import TEST_PREFIX
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+PREFIX = "chatkit/"
+PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2048)
+KEY = re.compile(rf"^{PREFIX}t_[0-9a-f]{{64}}/a_[0-9a-f]{{64}}$")
+
+
+class Spy:
+    """A boto3 client that records each call's name and whether it ran off the event loop."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: list[tuple[str, bool]] = []
+        self.hold: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute) or name.startswith("_"):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, threading.current_thread() is not threading.main_thread()))
+            if name in self.hold:
+                entered, release = self.hold.pop(name)
+                entered.set()
+                release.wait(30)
+            return attribute(*args, **kwargs)
+
+        return call
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def blocking(self) -> list[str]:
+        """Calls that ran on the event loop's thread (presigning is local and allowed)."""
+        return [n for n, off_loop in self.calls if not off_loop and n != "generate_presigned_url"]
+
+
+@pytest.fixture(scope="module")
+def s3_client(s3_endpoint: str) -> Any:
+    config = Config(signature_version="s3v4")
+    return boto3.client("s3", endpoint_url=s3_endpoint, config=config, **s3_credentials())
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> Iterator[str]:
+    name = f"ckt-{uuid.uuid4().hex[:24]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        s3_client.abort_multipart_upload(
+            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    for key in keys(s3_client, name, ""):
+        s3_client.delete_object(Bucket=name, Key=key)
+    s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest_asyncio.fixture
+async def s3(
+    metadata_url: str, s3_client: Any, bucket: str
+) -> AsyncIterator[S3AttachmentStore[Any]]:
+    store: Any = (
+        MemoryStore()
+        if metadata_url == "memory"
+        else SQLStore.from_url(metadata_url, table_prefix=TEST_PREFIX)
+    )
+    yield S3AttachmentStore(
+        store,
+        bucket,
+        prefix=PREFIX,
+        client=Spy(s3_client),
+        max_bytes=64 * 1024,
+        allowed_mime_types={"image/png", "application/pdf", "text/plain"},
+        part_size=PART,
+    )
+    if isinstance(store, SQLStore):
+        await store.close()
+
+
+def spy(s3: S3AttachmentStore[Any]) -> Spy:
+    client = s3._client
+    assert isinstance(client, Spy)
+    return client
+
+
+def keys(client: Any, bucket: str, prefix: str = PREFIX) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def uploads_in_progress(client: Any, bucket: str) -> list[Any]:
+    return list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def ctx(user: str = "alice") -> dict[str, str]:
+    return {"user_id": user}
+
+
+async def create(
+    s3: S3AttachmentStore[Any], name: str = "cat.png", mime: str = "image/png", size: int = 10
+) -> dict[str, Any]:
+    params = {"name": name, "size": size, "mime_type": mime}
+    request = {"type": "attachments.create", "params": params}
+    answer: dict[str, Any] = await call(EchoServer(s3.store, s3), request, ctx())
+    return answer
+
+
+async def pieces(data: bytes, size: int = MIB) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def signed_headers(url: str) -> list[str]:
+    return parse_qs(urlsplit(url).query)["X-Amz-SignedHeaders"][0].split(";")
+
+
+def expires(url: str | AnyUrl | None) -> int:
+    return int(parse_qs(urlsplit(str(url)).query)["X-Amz-Expires"][0])
+
+
+@pytest.mark.asyncio
+async def test_two_phase_upload_through_chatkit(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    created = await create(s3)
+    descriptor = created["upload_descriptor"]
+    assert descriptor["method"] == "PUT"
+    assert descriptor["headers"] == {"Content-Type": "image/png"}
+    assert "content-type" in signed_headers(descriptor["url"]), "the type is in the signature"
+    async with httpx.AsyncClient() as http:
+        put = await http.put(descriptor["url"], content=PNG, headers=descriptor["headers"])
+        assert put.status_code == 200, put.text
+
+        server = EchoServer(s3.store, s3)
+        user_input = {
+            "content": [{"type": "input_text", "text": "look"}],
+            "attachments": [created["id"]],
+            "inference_options": {},
+        }
+        request = {"type": "threads.create", "params": {"input": user_input}}
+        events = await call(server, request, ctx())
+        thread_id = events[0]["thread"]["id"]
+        stored = await s3.store.load_attachment(created["id"], ctx())
+        assert stored.upload_descriptor is None, "the upload that arrived is marked done"
+        assert stored.thread_id == thread_id
+
+        items = await s3.store.load_thread_items(thread_id, None, 10, "asc", ctx())
+        attachment = items.data[0].attachments[0]  # type: ignore[union-attr]
+        assert isinstance(attachment, ImageAttachment) and attachment.upload_descriptor is None
+        image = await http.get(str(attachment.preview_url))
+        assert image.status_code == 200 and image.content == PNG
+        assert image.headers["content-type"] == "image/png"
+        assert image.headers["content-disposition"] == "inline"
+        assert await s3.read(created["id"], ctx()) == PNG
+
+        request = {"type": "threads.delete", "params": {"thread_id": thread_id}}
+        await call(server, request, ctx())
+    assert keys(s3_client, bucket) == [], "deleting the thread deletes its attachments' bytes"
+    with pytest.raises(NotFoundError):
+        await s3.store.load_attachment(created["id"], ctx())
+    assert spy(s3).blocking() == [], "every S3 request ran in a worker thread"
+
+
+@pytest.mark.asyncio
+async def test_upload_with_another_content_type_is_refused(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    created = await create(s3)
+    url = created["upload_descriptor"]["url"]
+    async with httpx.AsyncClient() as http:
+        for headers in ({"Content-Type": "text/html"}, {}):
+            refused = await http.put(url, content=b"<script>alert(1)</script>", headers=headers)
+            assert refused.status_code == 403, (headers, refused.text)
+        assert (await http.get(url)).status_code == 403, "a PUT URL does not download"
+    assert keys(s3_client, bucket) == []
+    stored = await s3.store.load_attachment(created["id"], ctx())
+    assert stored.upload_descriptor is not None, "a refused upload is never presented as done"
+
+
+@pytest.mark.asyncio
+async def test_missing_or_oversized_uploads_are_not_presented_as_uploaded(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    pending = await create(s3, name="never.pdf", mime="application/pdf")
+    for _ in range(2):
+        stored = await s3.store.load_attachment(pending["id"], ctx())
+        assert stored.upload_descriptor is not None, "an upload that never came stays pending"
+
+    with pytest.raises(UploadRejected) as declared_too_big:
+        await create(s3, size=s3.max_bytes + 1)
+    assert declared_too_big.value.status == 413
+
+    lying = await create(s3)  # declares 10 bytes, then sends more than max_bytes
+    descriptor = lying["upload_descriptor"]
+    huge = b"x" * (s3.max_bytes + 1)
+    async with httpx.AsyncClient() as http:
+        put = await http.put(descriptor["url"], content=huge, headers=descriptor["headers"])
+    assert put.status_code == 200, "S3 takes it: presigned PUTs cannot cap the size"
+    assert len(keys(s3_client, bucket)) == 1
+    stored = await s3.store.load_attachment(lying["id"], ctx())
+    assert stored.upload_descriptor is not None, "an object over max_bytes is not an upload"
+    assert keys(s3_client, bucket) == [], "and it is deleted"
+    with pytest.raises(NotFoundError):
+        await s3.read(lying["id"], ctx())
+
+
+@pytest.mark.asyncio
+async def test_direct_uploads_stream_in_parts(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    small = await s3.upload(b"hello", name="hi.txt", mime_type="text/plain", context=ctx())
+    assert await s3.read(small.id, ctx()) == b"hello"
+    assert "put_object" in spy(s3).names() and "create_multipart_upload" not in spy(s3).names()
+
+    s3.max_bytes = 16 * MIB
+    data = os.urandom(3 * PART)
+    big = await s3.upload(pieces(data), name="big.pdf", mime_type="application/pdf", context=ctx())
+    assert big.upload_descriptor is None
+    assert spy(s3).names().count("upload_part") == 3
+    assert await s3.read(big.id, ctx()) == data
+    chunks = [len(chunk) async for chunk in s3.open(big.id, ctx())]
+    assert max(chunks) <= MIB, "reads stream in bounded chunks"
+    head = s3_client.head_object(Bucket=bucket, Key=s3.key("alice", big.id))
+    assert head["ContentType"] == "application/pdf" and head["ContentLength"] == len(data)
+    assert uploads_in_progress(s3_client, bucket) == []
+
+    await s3.delete_bytes("alice", [small.id, big.id, "atc_missing"])
+    assert "delete_objects" in spy(s3).names()
+    assert keys(s3_client, bucket) == [], "a batch delete removes them, missing ones are fine"
+    assert spy(s3).blocking() == []
+
+
+@pytest.mark.asyncio
+async def test_failed_direct_uploads_leave_nothing(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    s3.max_bytes = 12 * MIB
+    with pytest.raises(UploadRejected) as too_big:
+        await s3.upload(
+            pieces(b"x" * (13 * MIB)), name="big.pdf", mime_type="application/pdf", context=ctx()
+        )
+    assert too_big.value.status == 413
+    assert spy(s3).names().count("upload_part") == 2, "two parts were up when the limit broke"
+    assert "abort_multipart_upload" in spy(s3).names()
+    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"y" * (PART + 1)
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        await s3.upload(broken(), name="b.pdf", mime_type="application/pdf", context=ctx())
+    assert spy(s3).names().count("abort_multipart_upload") == 2
+    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+
+    # Cancelled while a part is being sent: the part's request cannot be stopped, so the
+    # abort waits for it, and the part never outlives the upload.
+    entered, release = threading.Event(), threading.Event()
+    spy(s3).hold["upload_part"] = (entered, release)
+    task = asyncio.ensure_future(
+        s3.upload(
+            pieces(b"z" * (PART + 1)), name="c.pdf", mime_type="application/pdf", context=ctx()
+        )
+    )
+    assert await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert spy(s3).names().count("abort_multipart_upload") == 3
+    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+    with pytest.raises(NotFoundError):
+        await s3.read("atc_" + "0" * 32, ctx())
+
+
+@pytest.mark.asyncio
+async def test_tenants_are_isolated_whatever_their_ids(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    attachment = await s3.upload(
+        b"secret", name="../../etc/passwd", mime_type="text/plain", context=ctx()
+    )
+    assert attachment.name == "passwd"
+    with pytest.raises(NotFoundError):
+        await s3.read(attachment.id, ctx("mallory"))
+    await s3.delete_attachment(attachment.id, ctx("mallory"))
+    assert await s3.read(attachment.id, ctx()) == b"secret", "another tenant's delete does nothing"
+
+    hostile = ["../alice", "alice/..", "/", "..", "a/../../b", "\U0001d518" * 255, "é" * 255]
+    for tenant in hostile:
+        mine = await s3.upload(
+            tenant.encode(), name=tenant, mime_type="text/plain", context=ctx(tenant)
+        )
+        assert await s3.read(mine.id, ctx(tenant)) == tenant.encode()
+        with pytest.raises(NotFoundError):
+            await s3.read(mine.id, ctx())
+    await s3.delete_attachment("../" + attachment.id, ctx())
+    await s3.delete_attachment("/" + attachment.id, ctx("alice/.."))
+    stored = keys(s3_client, bucket, "")
+    assert len(stored) == 1 + len(hostile), "nothing was deleted by hostile ids"
+    for key in stored:
+        assert KEY.match(key), key
+        assert ".." not in key and "alice" not in key and len(key.encode()) <= 1024
+    assert s3.key("a", "b/c") != s3.key("a/b", "c")
+    assert s3.key("alice", attachment.id).startswith(s3.tenant_prefix("alice"))
+    await s3.delete_attachment(attachment.id, ctx())
+    with pytest.raises(NotFoundError):
+        await s3.read(attachment.id, ctx())
+
+
+@pytest.mark.asyncio
+async def test_preview_urls_are_signed_again_on_every_load(
+    s3: S3AttachmentStore[Any], s3_client: Any
+) -> None:
+    uploaded = await s3.upload(PNG, name="cat.png", mime_type="image/png", context=ctx())
+    assert isinstance(uploaded, ImageAttachment) and expires(uploaded.preview_url) == 3600
+
+    stale = uploaded.model_copy(update={"preview_url": AnyUrl("https://stale.invalid/cat.png")})
+    await s3.store.save_attachment(stale, ctx())
+    loaded = await s3.store.load_attachment(uploaded.id, ctx())
+    assert isinstance(loaded, ImageAttachment) and loaded.preview_url != stale.preview_url
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(str(loaded.preview_url))).content == PNG
+
+    server = EchoServer(s3.store, s3)
+    user_input = {
+        "content": [{"type": "input_text", "text": "look"}],
+        "attachments": [uploaded.id],
+        "inference_options": {},
+    }
+    events = await call(server, {"type": "threads.create", "params": {"input": user_input}}, ctx())
+    s3.preview_ttl = 60
+    again = await s3.store.load_attachment(uploaded.id, ctx())
+    assert isinstance(again, ImageAttachment) and expires(again.preview_url) == 60
+    items = await s3.store.load_thread_items(events[0]["thread"]["id"], None, 10, "asc", ctx())
+    in_message = items.data[0].attachments[0]  # type: ignore[union-attr]
+    assert isinstance(in_message, ImageAttachment) and expires(in_message.preview_url) == 60
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(str(in_message.preview_url))).content == PNG
+        download = await http.get(s3.download_url(uploaded.id, ctx()))
+    assert download.content == PNG and download.headers["content-disposition"] == "attachment"
+
+
+@pytest.mark.asyncio
+async def test_client_is_made_lazily_from_the_credential_chain(
+    s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = s3_credentials()
+    for name, variable in [
+        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ]:
+        if name in credentials:
+            monkeypatch.setenv(variable, credentials[name])
+    unreachable = S3AttachmentStore(MemoryStore(), bucket, endpoint_url="http://127.0.0.1:9")
+    assert unreachable._client is None, "the constructor does no I/O"
+    s3 = S3AttachmentStore(
+        MemoryStore(), bucket, endpoint_url=s3_endpoint, region_name=credentials["region_name"]
+    )
+    params = AttachmentCreateParams(name="a.txt", size=3, mime_type="text/plain")
+    created = await s3.create_attachment(params, ctx())
+    assert created.upload_descriptor is not None
+    assert "X-Amz-Signature=" in str(created.upload_descriptor.url), "SigV4 presigned URLs"
+    attachment = await s3.upload(b"abc", name="a.txt", mime_type="text/plain", context=ctx())
+    assert await s3.read(attachment.id, ctx()) == b"abc"
+
+
+def test_works_without_boto3_until_a_store_is_built() -> None:
+    script = (
+        "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
+        "import chatkit_stores.files\n"
+        "from chatkit_stores import MemoryStore, S3AttachmentStore\n"
+        "try:\n"
+        "    S3AttachmentStore(MemoryStore(), 'bucket')\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'chatkit-stores[s3]'" in result.stdout
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="part_size"):
+        S3AttachmentStore(MemoryStore(), "bucket", client=object(), part_size=MIB)
+    with pytest.raises(ValueError, match="upload_ttl"):
+        S3AttachmentStore(MemoryStore(), "bucket", client=object(), upload_ttl=8 * 24 * 3600)
