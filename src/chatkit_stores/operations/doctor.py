@@ -1,0 +1,153 @@
+"""``chatkit-stores doctor``: check that every stored blob still parses with the installed ChatKit.
+
+A store keeps each model as its pydantic JSON. After an ``openai-chatkit`` upgrade (or a hand
+edit) a blob may no longer validate, and ChatKit then fails when it loads that thread. The
+doctor reads every row of every tenant in ``seq`` order, a batch at a time, validates ``data``
+against ``ThreadMetadata``, the ``ThreadItem`` union or the ``Attachment`` union, and reports
+each row that fails: table, tenant, id and the first validation error. A blob that parses but
+names another id than its row is reported too (loading it would return the wrong object).
+
+It only runs ``SELECT``: in a read-only transaction on PostgreSQL and MySQL/MariaDB, with
+``PRAGMA query_only`` on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatkit.types import Attachment, ThreadItem, ThreadMetadata
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..sql import dialects
+from .database import TABLES, Database, Row, blame
+
+ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "threads": TypeAdapter(ThreadMetadata),
+    "items": TypeAdapter(ThreadItem),
+    "attachments": TypeAdapter(Attachment),
+}
+"""The model each table's ``data`` must validate as."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A row whose ``data`` does not parse (or names another id)."""
+
+    table: str
+    tenant: str
+    id: str
+    thread_id: str | None
+    error: str
+
+    def __str__(self) -> str:
+        thread = f" thread_id={self.thread_id!r}" if self.thread_id is not None else ""
+        return f"{self.table} tenant={self.tenant!r}{thread} id={self.id!r}: {self.error}"
+
+
+@dataclass
+class DoctorReport:
+    """How many rows of each table were checked, and how many failed."""
+
+    checked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+
+    @property
+    def ok(self) -> bool:
+        """Whether every row parsed."""
+        return not any(self.failed.values())
+
+    def summary(self) -> str:
+        """``checked 3 threads, 10 items, 2 attachments: all parse`` (or how many do not)."""
+        counts = ", ".join(f"{self.checked[name]} {name}" for name in TABLES)
+        bad = sum(self.failed.values())
+        if not bad:
+            return f"checked {counts}: all parse"
+        detail = ", ".join(f"{self.failed[name]} {name}" for name in TABLES if self.failed[name])
+        return f"checked {counts}: {bad} row(s) do not parse ({detail})"
+
+
+def check_row(name: str, row: Row) -> Problem | None:
+    """Validate one row's ``data``; return what is wrong with it, or None."""
+    thread_id = row.get("thread_id") if name == "items" else None
+    try:
+        model = ADAPTERS[name].validate_json(row["data"])
+    except ValidationError as error:
+        return Problem(name, row["tenant"], row["id"], thread_id, first_error(error))
+    if getattr(model, "id", row["id"]) != row["id"]:
+        message = f"data names id {model.id!r}, not the row's id"
+        return Problem(name, row["tenant"], row["id"], thread_id, message)
+    return None
+
+
+def first_error(error: ValidationError) -> str:
+    """``location: message`` of the first error, and how many more there are, on one line."""
+    errors = error.errors(include_url=False)
+    if not errors:
+        return str(error).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
+    return " ".join(message.split())[:500]
+
+
+async def doctor(
+    url: str,
+    *,
+    prefix: str,
+    batch_size: int = 500,
+    on_problem: Callable[[Problem], None] = lambda problem: None,
+) -> DoctorReport:
+    """Validate every row of the database; call ``on_problem`` for each that fails."""
+    db = Database.open(url, prefix, must_exist=True)
+    report = DoctorReport()
+    try:
+        await db.require_schema()
+        with blame(url):
+            async with db.engine.connect() as conn:
+                conn = await read_only(conn, db.backend)
+                try:
+                    for name in TABLES:
+                        batches = db.batches(name, batch_size, conn)
+                        async with aclosing(batches):
+                            async for batch in batches:
+                                report.checked[name] += len(batch)
+                                for row in batch:
+                                    problem = check_row(name, row)
+                                    if problem is not None:
+                                        report.failed[name] += 1
+                                        on_problem(problem)
+                finally:
+                    await end_read_only(conn, db.backend)
+    finally:
+        await db.close()
+    return report
+
+
+async def read_only(conn: AsyncConnection, backend: str) -> AsyncConnection:
+    """Put ``conn`` in one read-only transaction (SQLite: ``PRAGMA query_only``)."""
+    if backend == "sqlite":
+        await conn.execute(text("PRAGMA query_only = 1"))
+        return conn
+    level = dialects.TRANSACTION_ISOLATION[backend]
+    if backend == "postgresql":
+        conn = await conn.execution_options(isolation_level=level, postgresql_readonly=True)
+    else:
+        conn = await conn.execution_options(isolation_level=level)
+        # Applies to the next transaction, which the first SELECT starts.
+        await conn.execute(text("SET TRANSACTION READ ONLY"))
+    return conn
+
+
+async def end_read_only(conn: AsyncConnection, backend: str) -> None:
+    """Undo :func:`read_only` (the transaction wrote nothing, so roll it back)."""
+    if backend == "sqlite":
+        await conn.execute(text("PRAGMA query_only = 0"))
+    elif conn.in_transaction():
+        await conn.rollback()
