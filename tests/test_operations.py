@@ -74,6 +74,10 @@ class Seeded:
     item_ids: list[tuple[str, str, str]] = field(default_factory=list)
 
 
+ITEMS = 2 * 2 * (len(models.ITEM_BUILDERS) + 1)
+"""Items the seed writes: two tenants, two threads each, every item type plus one more."""
+
+
 async def seed(target: Target) -> Seeded:
     """Two tenants; threads and items with equal created_at (ties), every item type, ids that
     differ only in case, an orphaned and an attached attachment."""
@@ -166,7 +170,7 @@ def test_doctor_passes_clean_data_and_reports_corrupt_rows(
     seeded = asyncio.run(seed(target))
     assert main(["doctor", *target.args(), "--batch-size", "5"]) == 0
     out = capsys.readouterr().out
-    assert "checked 8 threads, 48 items, 4 attachments: all parse" in out
+    assert f"checked 8 threads, {ITEMS} items, 4 attachments: all parse" in out
 
     tenant, thread_id, item_id = seeded.item_ids[3]
     bad_thread = seeded.thread_ids["bob"][2]
@@ -220,7 +224,7 @@ def test_doctor_passes_clean_data_and_reports_corrupt_rows(
         f"attachments tenant='alice' id={bad_attachment!r}: data names id 'atc_other'" in line
         for line in lines
     )
-    assert "checked 8 threads, 48 items, 4 attachments: 3 row(s) do not parse" in lines[-1]
+    assert f"checked 8 threads, {ITEMS} items, 4 attachments: 3 row(s) do not parse" in lines[-1]
     assert asyncio.run(stored()) == {table: data for table, (_id, data) in corrupt.items()}
 
 
@@ -243,7 +247,7 @@ def test_copy_sqlite_postgres_mariadb_sqlite_keeps_everything(
         out = capsys.readouterr().out
         assert "created the chatkit-stores tables" in out
         assert "threads: 8 copied, 0 already there" in out
-        assert "items: 48 copied, 0 already there" in out
+        assert f"items: {ITEMS} copied, 0 already there" in out
         assert asyncio.run(snapshot(dest, seeded)) == expected
         assert asyncio.run(raw_rows(dest)) == expected_rows, "same rows, same relative order"
 
@@ -252,7 +256,7 @@ def test_copy_sqlite_postgres_mariadb_sqlite_keeps_everything(
         assert main([*argv, "--to-table-prefix", dest.prefix, "-q"]) == 0
         out = capsys.readouterr().out
         assert "created" not in out
-        assert "items: 0 copied, 48 already there" in out
+        assert f"items: 0 copied, {ITEMS} already there" in out
         assert "attachments: 0 copied, 4 already there" in out
         assert asyncio.run(raw_rows(dest)) == expected_rows
 
@@ -318,7 +322,9 @@ def test_copy_resumes_after_a_partial_copy(
     asyncio.run(lose_some())
     capsys.readouterr()
     assert main(argv) == 0
-    assert "items: 24 copied, 24 already there" in capsys.readouterr().out
+    assert (
+        f"items: {ITEMS // 2} copied, {ITEMS - ITEMS // 2} already there" in capsys.readouterr().out
+    )
     assert asyncio.run(raw_rows(dest)) == asyncio.run(raw_rows(source))
     assert asyncio.run(snapshot(dest, seeded)) == asyncio.run(snapshot(source, seeded))
 
@@ -337,14 +343,14 @@ def test_export_import_round_trip(
     seeded = asyncio.run(seed(source))
     file = tmp_path / "export.jsonl"
     assert main(["export", source.url, str(file), "--table-prefix", source.prefix, "-q"]) == 0
-    assert "exported 8 threads, 48 items, 4 attachments" in capsys.readouterr().out
+    assert f"exported 8 threads, {ITEMS} items, 4 attachments" in capsys.readouterr().out
 
     lines = [json.loads(line) for line in file.read_text().splitlines()]
     assert lines[0]["format"] == "chatkit-stores" and lines[0]["version"] == 1
     assert lines[-1] == {
         "format": "chatkit-stores",
         "end": True,
-        "rows": {"threads": 8, "items": 48, "attachments": 4},
+        "rows": {"threads": 8, "items": ITEMS, "attachments": 4},
     }
     item = next(line for line in lines[1:-1] if line["table"] == "items")
     assert set(item) == {"table", "tenant", "thread_id", "id", "type", "created_at", "data"}
@@ -352,12 +358,12 @@ def test_export_import_round_trip(
 
     args = [str(file), dest.url, "--table-prefix", dest.prefix, "-q"]
     assert main(["import", *args]) == 0
-    assert "items: 48 imported, 0 already there" in capsys.readouterr().out
+    assert f"items: {ITEMS} imported, 0 already there" in capsys.readouterr().out
     assert asyncio.run(snapshot(dest, seeded)) == asyncio.run(snapshot(source, seeded))
     assert asyncio.run(raw_rows(dest)) == asyncio.run(raw_rows(source))
 
     assert main(["import", *args]) == 0, "importing twice changes nothing"
-    assert "items: 0 imported, 48 already there" in capsys.readouterr().out
+    assert f"items: 0 imported, {ITEMS} already there" in capsys.readouterr().out
     assert asyncio.run(raw_rows(dest)) == asyncio.run(raw_rows(source))
 
 
@@ -385,9 +391,9 @@ def test_import_refuses_bad_files(
     assert "line 3: a row of items needs 'thread_id'" in run(
         lines[0] + lines[1] + json.dumps({**json.loads(lines[2]), "table": "items"}) + "\n"
     )
-    assert "export was cut short; imported the 60 rows" in run("".join(lines[:-1]))
+    assert f"export was cut short; imported the {8 + ITEMS + 4} rows" in run("".join(lines[:-1]))
     assert main(["import", str(file), dest.url, "--table-prefix", dest.prefix, "-q"]) == 0
-    assert "items: 0 imported, 48 already there" in capsys.readouterr().out
+    assert f"items: 0 imported, {ITEMS} already there" in capsys.readouterr().out
 
 
 # prune

@@ -4,12 +4,21 @@ They keep their own version table (``{prefix}stores_alembic_version``, by defaul
 ``chatkit_stores_alembic_version``), so they live beside an application's own Alembic history
 without touching its ``alembic_version``. Run them with ``chatkit-stores migrate URL``, with
 ``await migrate(engine_or_url)``, or from your own ``env.py`` with :func:`upgrade_with`.
+
+Every function takes ``version_locations``: directories of further revision scripts used
+together with the shipped ones (their first revision must revise the shipped head). The test
+suite uses it to prove a second revision upgrades and downgrades with the data intact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import io
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,6 +37,10 @@ from ..sql.schema import DEFAULT_TABLE_PREFIX, make_tables
 
 HERE = Path(__file__).parent
 TABLES = ("threads", "items", "attachments")
+LOCK_TIMEOUT_S = 600
+"""How long a migration waits for another one of the same tables to finish (MySQL/MariaDB)."""
+
+VersionLocations = Sequence["str | os.PathLike[str]"]
 
 
 class MigrationError(RuntimeError):
@@ -50,74 +65,163 @@ def settings(config: Config) -> tuple[str, str]:
     return prefix, version_table(prefix)
 
 
-def alembic_config(prefix: str = DEFAULT_TABLE_PREFIX, **attributes: Any) -> Config:
-    """An Alembic ``Config`` for the shipped scripts and tables with ``prefix``."""
+def alembic_config(
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    *,
+    version_locations: VersionLocations = (),
+    **attributes: Any,
+) -> Config:
+    """An Alembic ``Config`` for the shipped scripts (plus ``version_locations``) and ``prefix``."""
     make_tables(prefix)  # validates the prefix
     config = Config(stdout=attributes.pop("stdout", None) or io.StringIO())
     config.set_main_option("script_location", str(HERE))
+    locations = [str(HERE / "versions"), *(os.fspath(path) for path in version_locations)]
+    # "path_separator" since Alembic 1.16, "version_path_separator" before.
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_path_separator", "os")
+    config.set_main_option("version_locations", os.pathsep.join(locations))
     config.attributes.update(table_prefix=prefix, **attributes)
     return config
 
 
-def scripts() -> ScriptDirectory:
-    """The shipped revision scripts."""
-    return ScriptDirectory.from_config(alembic_config())
+def scripts(*, version_locations: VersionLocations = ()) -> ScriptDirectory:
+    """The shipped revision scripts (plus those in ``version_locations``)."""
+    return ScriptDirectory.from_config(alembic_config(version_locations=version_locations))
 
 
-def head() -> str:
+def head(*, version_locations: VersionLocations = ()) -> str:
     """The newest revision."""
-    revision = scripts().get_current_head()
+    revision = scripts(version_locations=version_locations).get_current_head()
     assert revision is not None
     return revision
 
 
-def history() -> list[tuple[str, str]]:
+def history(*, version_locations: VersionLocations = ()) -> list[tuple[str, str]]:
     """``(revision, message)`` of every shipped revision, oldest first."""
-    return [(s.revision, s.doc) for s in reversed(list(scripts().walk_revisions()))]
+    walk = scripts(version_locations=version_locations).walk_revisions()
+    return [(s.revision, s.doc) for s in reversed(list(walk))]
+
+
+def include_name_for(
+    prefix: str = DEFAULT_TABLE_PREFIX, *more: str
+) -> Callable[[str | None, str, Any], bool]:
+    """An ``include_name`` filter that hides the chatkit-stores tables of these prefixes."""
+    prefixes = (prefix, *more)
+    ours = {version_table(p) for p in prefixes} | {f"{p}{t}" for p in prefixes for t in TABLES}
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        """Whether Alembic autogenerate should look at ``name`` (not at our tables)."""
+        return type_ != "table" or name not in ours
+
+    return include_name
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """An ``include_name`` filter for *your* ``env.py``: autogenerate ignores our tables."""
-    if type_ != "table" or name is None:
-        return True
-    return not (name.endswith("stores_alembic_version") or name.endswith(TABLES))
+    """An ``include_name`` filter for *your* ``env.py``: autogenerate ignores our tables.
+
+    It hides the tables of the default prefix (``chatkit_threads``, ``chatkit_items``,
+    ``chatkit_attachments``, ``chatkit_stores_alembic_version``) and nothing else; for other
+    prefixes use ``include_name_for(prefix, ...)``.
+    """
+    return _default_include_name(name, type_, parent_names)
+
+
+_default_include_name = include_name_for(DEFAULT_TABLE_PREFIX)
 
 
 def upgrade_with(
-    connection: sa.Connection, revision: str = "head", *, prefix: str = DEFAULT_TABLE_PREFIX
+    connection: sa.Connection,
+    revision: str = "head",
+    *,
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    version_locations: VersionLocations = (),
 ) -> None:
-    """Upgrade our tables on an open (sync) connection, e.g. from your own ``env.py``."""
-    _refuse_foreign_tables(connection, prefix)
-    command.upgrade(alembic_config(prefix, connection=connection), revision)
+    """Upgrade our tables on an open (sync) connection, e.g. from your own ``env.py``.
+
+    Given a connection outside a transaction (as in Alembic's ``env.py`` templates), each
+    revision runs in its own transaction and is committed, and the connection is handed back
+    outside a transaction, ready for your own migrations. Given one inside a transaction,
+    everything runs in it and you commit (a revision that builds an index online, outside any
+    transaction, then fails).
+    """
+    config = alembic_config(prefix, connection=connection, version_locations=version_locations)
+    with _migrating(connection, prefix) as own:
+        _refuse_foreign_tables(connection, prefix)
+        _end_our_transaction(connection, own)
+        command.upgrade(config, revision)
+
+
+_IN_PROCESS = threading.Lock()
+"""Alembic keeps the running command in module globals (``alembic.context``, ``alembic.op``):
+two commands interleaved in one process (coroutines of one event loop, or threads) would run
+each other's scripts. Migrations of one process therefore take turns."""
+
+
+@contextlib.asynccontextmanager
+async def _one_at_a_time() -> AsyncIterator[None]:
+    # A thread lock polled, not awaited: an asyncio primitive cannot cover other threads' loops,
+    # and blocking in acquire() would stall this loop, whose coroutine may hold the lock.
+    while not _IN_PROCESS.acquire(blocking=False):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        _IN_PROCESS.release()
 
 
 async def migrate(
-    target: AsyncEngine | str | URL, revision: str = "head", *, prefix: str = DEFAULT_TABLE_PREFIX
+    target: AsyncEngine | str | URL,
+    revision: str = "head",
+    *,
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    version_locations: VersionLocations = (),
 ) -> None:
     """Upgrade the database to ``revision`` (default: the newest)."""
-    await run_sync(target, lambda conn: upgrade_with(conn, revision, prefix=prefix))
+    async with _one_at_a_time():
+        await run_sync(
+            target,
+            lambda conn: upgrade_with(
+                conn, revision, prefix=prefix, version_locations=version_locations
+            ),
+        )
 
 
 async def downgrade(
-    target: AsyncEngine | str | URL, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX
+    target: AsyncEngine | str | URL,
+    revision: str,
+    *,
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    version_locations: VersionLocations = (),
 ) -> None:
     """Downgrade to ``revision`` (``base`` drops every chatkit-stores table)."""
 
     def work(conn: sa.Connection) -> None:
-        command.downgrade(alembic_config(prefix, connection=conn), revision)
-        if revision == "base":  # leave nothing of ours behind
-            sa.Table(version_table(prefix), sa.MetaData()).drop(conn, checkfirst=True)
+        config = alembic_config(prefix, connection=conn, version_locations=version_locations)
+        with _migrating(conn, prefix):
+            command.downgrade(config, revision)
+            if revision == "base":  # leave nothing of ours behind
+                sa.Table(version_table(prefix), sa.MetaData()).drop(conn, checkfirst=True)
 
-    await run_sync(target, work)
+    async with _one_at_a_time():
+        await run_sync(target, work)
 
 
 async def stamp(
-    target: AsyncEngine | str | URL, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX
+    target: AsyncEngine | str | URL,
+    revision: str,
+    *,
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    version_locations: VersionLocations = (),
 ) -> None:
     """Record ``revision`` as current without running anything."""
-    await run_sync(
-        target, lambda conn: command.stamp(alembic_config(prefix, connection=conn), revision)
-    )
+
+    def work(conn: sa.Connection) -> None:
+        config = alembic_config(prefix, connection=conn, version_locations=version_locations)
+        with _migrating(conn, prefix):
+            command.stamp(config, revision)
+
+    async with _one_at_a_time():
+        await run_sync(target, work)
 
 
 async def current(
@@ -129,17 +233,157 @@ async def current(
 
 
 def offline_sql(
-    action: str, url: str | URL, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX
+    action: str,
+    url: str | URL,
+    revision: str,
+    *,
+    prefix: str = DEFAULT_TABLE_PREFIX,
+    version_locations: VersionLocations = (),
 ) -> str:
-    """The SQL of ``upgrade``/``downgrade`` to ``revision``, for a DBA, without connecting."""
+    """The SQL of ``upgrade``/``downgrade`` to ``revision``, for a DBA, without connecting.
+
+    Without a database to ask, an upgrade starts from nothing and a downgrade from the newest
+    revision; give ``FROM:TO`` (e.g. ``0002:0001``) to start elsewhere.
+    """
     buffer = io.StringIO()
-    config = alembic_config(prefix, url=dialects.async_url(url), output_buffer=buffer)
+    config = alembic_config(
+        prefix,
+        url=dialects.async_url(url),
+        output_buffer=buffer,
+        version_locations=version_locations,
+    )
     config.output_buffer = buffer
-    if action == "upgrade":
-        command.upgrade(config, revision, sql=True)
-    else:
-        command.downgrade(config, revision, sql=True)
+    with _alembic_errors():
+        if action == "upgrade":
+            command.upgrade(config, revision, sql=True)
+        elif action == "downgrade":
+            command.downgrade(config, revision if ":" in revision else f"head:{revision}", sql=True)
+        else:
+            raise ValueError(f"action must be 'upgrade' or 'downgrade', got {action!r}")
+    if action == "downgrade" and revision.rpartition(":")[2] == "base":
+        # As online: nothing of ours is left (Alembic >= 1.16 keeps the version table).
+        table = sa.Table(version_table(prefix), sa.MetaData())
+        dialect = dialects.async_url(url).get_dialect()()
+        buffer.write(f"{str(sa.schema.DropTable(table).compile(dialect=dialect)).strip()};\n\n")
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _migrating(connection: sa.Connection, prefix: str) -> Iterator[bool]:
+    """One migration of ``prefix`` at a time; Alembic's refusals become :class:`MigrationError`.
+
+    Two processes migrating the same new database at once (say, every replica calling
+    ``create_schema()`` at start-up) would both find no version table and both create the
+    tables; a lock on the server makes the second wait, then find the first one's work.
+
+    Yields whether the transactions are ours: on a connection outside a transaction, what we
+    begin is committed before Alembic runs (so Alembic commits each revision itself, and can
+    leave a transaction for an online index build) and after; inside one, the caller commits.
+    """
+    own = not connection.in_transaction()
+    lock = _Lock(connection, prefix, session=own)
+    lock.acquire()
+    try:
+        new = not sa.inspect(connection).has_table(version_table(prefix))
+        _end_our_transaction(connection, own)
+        with _alembic_errors(), _outer_alembic_kept():
+            yield own
+        _end_our_transaction(connection, own)
+    except BaseException:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            if own and connection.in_transaction():
+                connection.rollback()
+            if new:  # Alembic made it before failing (DDL is not undone on MySQL, SQLite)
+                _drop_if_empty(connection, version_table(prefix))
+                _end_our_transaction(connection, own)
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            lock.release()
+            _end_our_transaction(connection, own)
+        raise
+    lock.release()
+    _end_our_transaction(connection, own)
+
+
+def _drop_if_empty(connection: sa.Connection, name: str) -> None:
+    if not sa.inspect(connection).has_table(name):
+        return
+    table = sa.Table(name, sa.MetaData(), sa.Column("version_num", sa.String(32)))
+    if connection.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0:
+        table.drop(connection)
+
+
+def _end_our_transaction(connection: sa.Connection, own: bool) -> None:
+    if own and connection.in_transaction():
+        connection.commit()
+
+
+class _Lock:
+    """A server-side lock named after the version table (PostgreSQL, MySQL/MariaDB).
+
+    On PostgreSQL it is held by the session when we own the transactions, else by the
+    caller's transaction (and ends with it). SQLite has none: two processes migrating one new
+    file at the same moment can still collide (docs/migrations.md says so).
+    """
+
+    def __init__(self, connection: sa.Connection, prefix: str, *, session: bool) -> None:
+        self.connection = connection
+        self.dialect = dialects.backend_of(connection.engine.url)
+        self.session = session
+        self.table = version_table(prefix)
+        digest = hashlib.sha256(self.table.encode())
+        self.key = int.from_bytes(digest.digest()[:8], "big", signed=True)
+        self.name = f"chatkit_stores:{digest.hexdigest()[:40]}"  # MySQL allows 64 characters
+
+    def acquire(self) -> None:
+        """Wait for the lock."""
+        if self.dialect == "postgresql":
+            function = "pg_advisory_lock" if self.session else "pg_advisory_xact_lock"
+            self.connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": self.key})
+        elif self.dialect == "mysql":
+            got = self.connection.execute(
+                sa.text("SELECT GET_LOCK(:name, :timeout)"),
+                {"name": self.name, "timeout": LOCK_TIMEOUT_S},
+            ).scalar()
+            if got != 1:
+                raise MigrationError(
+                    f"Another migration of the tables of {self.table} has been running for "
+                    f"over {LOCK_TIMEOUT_S} s; nothing was changed"
+                )
+
+    def release(self) -> None:
+        """Let the next migration go."""
+        if self.dialect == "postgresql" and self.session:
+            self.connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+        elif self.dialect == "mysql":
+            self.connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.name})
+
+
+@contextlib.contextmanager
+def _alembic_errors() -> Iterator[None]:
+    """Alembic's refusals (unknown revision, bad range...) as :class:`MigrationError`."""
+    try:
+        yield
+    except (CommandError, RevisionError) as error:
+        raise MigrationError(f"Cannot migrate: {error}") from error
+
+
+@contextlib.contextmanager
+def _outer_alembic_kept() -> Iterator[None]:
+    """Keep the ``alembic.context`` and ``alembic.op`` of a caller's ``env.py`` working.
+
+    Alembic installs those module proxies for the command it runs and removes them when it
+    ends; run inside your own ``env.py`` (:func:`upgrade_with`), our command would otherwise
+    leave your ``context.configure(...)`` pointing at nothing.
+    """
+    from alembic import context, op
+
+    outer = [getattr(module, "_proxy", None) for module in (context, op)]
+    try:
+        yield
+    finally:
+        for proxy in outer:
+            if proxy is not None:
+                proxy._install_proxy()
 
 
 def _current(connection: sa.Connection, prefix: str) -> str | None:
@@ -155,14 +399,14 @@ def _refuse_foreign_tables(connection: sa.Connection, prefix: str) -> None:
     if ours:
         raise MigrationError(
             f"Tables {', '.join(ours)} exist but were not made by chatkit-stores migrations "
-            f"(no {version_table(prefix)} row). Use another table prefix, or if they are "
-            "chatkit-stores tables of the first schema, record that with "
+            f"(no {version_table(prefix)} row); nothing was changed. Use another table prefix, "
+            "or if they are chatkit-stores tables of the first schema, record that with "
             "`chatkit-stores stamp URL 0001`."
         )
 
 
 async def run_sync(target: AsyncEngine | str | URL, work: Callable[[sa.Connection], Any]) -> Any:
-    """Run ``work(sync_connection)`` (e.g. an Alembic command) in one real transaction."""
+    """Run ``work(sync_connection)`` (e.g. an Alembic command) on one connection, committed."""
     engine = target if isinstance(target, AsyncEngine) else None
     if engine is None:
         url = dialects.async_url(target)  # type: ignore[arg-type]
