@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -237,3 +238,52 @@ def test_missing_secret_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         DiskAttachmentStore(MemoryStore(), tmp_path, base_url="http://x")
     with pytest.raises(ValueError, match="at least 32 bytes"):
         DiskAttachmentStore(MemoryStore(), tmp_path, base_url="http://x", secret="short")
+
+
+@pytest.mark.asyncio
+async def test_upload_type_is_checked_at_upload_too(
+    disk: DiskAttachmentStore[Any], client: httpx.AsyncClient
+) -> None:
+    created = await create(disk)
+    url = created["upload_descriptor"]["url"]
+    response = await client.post(url, files={"file": ("x.html", b"<script>", "text/html")})
+    assert response.status_code == 415
+    assert files_in(disk) == []
+    stored = await disk.store.load_attachment(created["id"], ctx())
+    assert stored.upload_descriptor is not None
+
+
+@pytest.mark.asyncio
+async def test_a_slow_upload_does_not_stall_other_requests(
+    disk: DiskAttachmentStore[Any], client: httpx.AsyncClient
+) -> None:
+    ready = await disk.upload(b"%PDF", name="a.pdf", mime_type="application/pdf", context=ctx())
+    created = await create(disk)
+    started, release = asyncio.Event(), asyncio.Event()
+    boundary = "slowb0undary"
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode() + PNG[:100]
+        started.set()
+        await release.wait()  # the client is slow: the upload stays open
+        yield PNG[100:] + f"\r\n--{boundary}--\r\n".encode()
+
+    upload = asyncio.create_task(
+        client.post(
+            created["upload_descriptor"]["url"],
+            content=slow_body(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+    )
+    await started.wait()
+    download = await client.get(disk.download_url(ready.id, ctx()))
+    assert download.status_code == 200 and download.content == b"%PDF", (
+        "a download is served while another upload is still streaming"
+    )
+    assert not upload.done()
+    release.set()
+    assert (await upload).status_code == 200
+    assert await disk.read(created["id"], ctx()) == PNG

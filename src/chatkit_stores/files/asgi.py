@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -48,9 +48,11 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
             declared = int(request.headers.get("content-length") or 0)
             if declared > disk.max_bytes + _MULTIPART_SLACK:
                 raise UploadRejected("the upload is larger than the limit", 413)
-            chunks: AsyncIterator[bytes] = (
-                request.stream() if request.method == "PUT" else _multipart_file(request)
-            )
+            if request.method == "PUT":
+                _check_declared_type(disk, request.headers.get("content-type"))
+                chunks: AsyncIterator[bytes] = request.stream()
+            else:
+                chunks = _multipart_file(request, lambda t: _check_declared_type(disk, t))
             attachment = await disk.receive(grant.tenant, attachment_id, chunks)
         except SignatureError as error:
             return _error(403, str(error))
@@ -101,7 +103,15 @@ _MULTIPART_SLACK = 64 * 1024
 """Room for multipart boundaries and part headers in a Content-Length check."""
 
 
-async def _multipart_file(request: Request) -> AsyncIterator[bytes]:
+def _check_declared_type(disk: DiskAttachmentStore[Any], content_type: str | None) -> None:
+    """Refuse (415) an upload whose own Content-Type is not an accepted type."""
+    if content_type and disk.allowed_mime_types is not None:
+        disk.check_mime_type(content_type)
+
+
+async def _multipart_file(
+    request: Request, check_type: Callable[[str | None], None]
+) -> AsyncIterator[bytes]:
     """Stream the bytes of the ``file`` field of a multipart body, parsing as it arrives."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
@@ -113,14 +123,21 @@ async def _multipart_file(request: Request) -> AsyncIterator[bytes]:
         state["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        if state["field"].lower() == b"content-disposition":
+        field = state["field"].lower()
+        if field == b"content-disposition":
             state["name"] = parse_options_header(data[start:end])[1].get(b"name")
+        elif field == b"content-type":
+            state["type"] = data[start:end].decode("latin-1")
 
     def on_header_end() -> None:
         state["field"] = b""
 
     def on_part_begin() -> None:
-        state["name"] = None
+        state["name"] = state["type"] = None
+
+    def on_headers_finished() -> None:
+        if state["name"] == b"file":
+            check_type(state["type"])
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["name"] == b"file":
@@ -134,6 +151,7 @@ async def _multipart_file(request: Request) -> AsyncIterator[bytes]:
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
             "on_part_begin": on_part_begin,
+            "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
         },
     )
