@@ -18,6 +18,7 @@ from ..demo import EchoServer
 from .capabilities import Capabilities, requires
 from .fixtures import StoreFixtures, add_items, collect
 from .server import ServerTests
+from .stateful import StatefulTests
 from .store import (
     AttachmentMetadataTests,
     ConcurrencyTests,
@@ -42,6 +43,7 @@ __all__ = [
     "ItemTests",
     "OrderingTests",
     "ServerTests",
+    "StatefulTests",
     "StoreFixtures",
     "StoreTests",
     "TenantIsolationTests",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .server import ServerTests
+from .stateful import StatefulTests
 from .store import (
     AttachmentMetadataTests,
     ConcurrencyTests,
@@ -27,5 +28,6 @@ class StoreTests(
     DurabilityTests,
     IdTests,
     ServerTests,
+    StatefulTests,
 ):
     """Every store conformance test. Subclass it and override the ``store`` fixture."""

@@ -1,0 +1,755 @@
+"""A stateful property test: random operation sequences against the store and ``MemoryStore``.
+
+A Hypothesis ``RuleBasedStateMachine`` applies each operation to the store under test and to a
+fresh :class:`~chatkit_stores.memory.MemoryStore` (the reference model), and fails on the first
+operation whose result or exception differs. After every write, what it may have changed is
+read back from both stores. Ids come from tiny pools and timestamps from a handful of values,
+so upserts, retries, cursors on deleted objects and ties in ``created_at`` happen all the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+from chatkit.store import NotFoundError, Store
+from chatkit.types import Page, Thread, ThreadItem
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+
+from ..memory import MemoryStore
+from . import models
+from .capabilities import Capabilities
+from .fixtures import Ctx, StoreFixtures
+from .models import T0
+
+R = TypeVar("R")
+Call = Callable[[Store[Any], Ctx], Awaitable[Any]]
+
+EXAMPLES_ENV = "CHATKIT_STORES_STATEFUL_EXAMPLES"
+"""Environment variable: how many examples (operation sequences) the stateful test runs."""
+
+DEFAULT_EXAMPLES = 10
+DEFAULT_STEPS = 75
+"""Few long sequences find more than many short ones: the state has time to build up."""
+
+THREADS = ("thr0", "thr1", "thr2")
+ITEMS = ("msg0", "msg1", "msg2", "msg3")
+ATTACHMENTS = ("atc0", "atc1")
+UNKNOWN = "nope"
+"""A cursor that names nothing, in any list."""
+
+_SECOND = timedelta(seconds=1)
+_UTC = timezone.utc
+STAMPS: dict[str, datetime] = {
+    "t0": T0,
+    "t0 utc": T0.replace(tzinfo=_UTC),  # the same instant as t0: a tie
+    "t0+1us": T0 + timedelta(microseconds=1),
+    "t1": T0 + _SECOND,
+    # The same instant as t1, but its wall clock is the earliest of all.
+    "t1 -08:00": (T0 + _SECOND).replace(tzinfo=_UTC).astimezone(timezone(timedelta(hours=-8))),
+    # The earliest instant, but its wall clock is the latest of all.
+    "t-1 +05:30": (T0 - _SECOND)
+    .replace(tzinfo=_UTC)
+    .astimezone(timezone(timedelta(hours=5, minutes=30))),
+}
+"""Creation times by name: few, so ties happen; naive and aware, in zones that reorder them."""
+
+ITEM_KINDS = ("assistant_message", "user_message", "end_of_turn", "client_tool_call", "workflow")
+_TEXT_KINDS = ("assistant_message", "user_message")
+HUGE = 10**9
+"""A limit larger than any page size (clients can send one)."""
+MAX_PAGES = 50
+"""Following ``after`` fails after this many pages (the lists are tiny)."""
+
+
+def stateful_settings_default() -> settings:
+    """The default ``settings`` of the stateful test: bounded, so the suite stays fast."""
+    return settings(
+        max_examples=DEFAULT_EXAMPLES,
+        stateful_step_count=DEFAULT_STEPS,
+        deadline=None,
+        database=None,  # no .hypothesis/ directory in the project under test
+        # The explain phase reruns the failing case under a tracer: slow, and the message and
+        # the shrunk steps already say what went wrong.
+        phases=[phase for phase in Phase if phase is not Phase.explain],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+
+
+def _examples_from_env() -> int | None:
+    raw = os.environ.get(EXAMPLES_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        examples = int(raw)
+    except ValueError:
+        examples = 0
+    if examples < 1:
+        raise ValueError(f"{EXAMPLES_ENV} must be a positive integer, got {raw!r}")
+    return examples
+
+
+# operations
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One store operation as Hypothesis draws and prints it: ``name(argument=value, ...)``."""
+
+    name: str
+    arguments: tuple[tuple[str, Any], ...]
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.arguments)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def _operation(name: str, **arguments: st.SearchStrategy[Any]) -> st.SearchStrategy[Operation]:
+    return st.fixed_dictionaries(arguments).map(lambda drawn: Operation(name, tuple(drawn.items())))
+
+
+def _skewed(values: Sequence[str]) -> st.SearchStrategy[str]:
+    """Draw earlier values more often, so operations pile up on the same objects."""
+    return st.sampled_from([v for i, v in enumerate(values) for _ in range(len(values) - i)])
+
+
+def operations(tenants: Sequence[str]) -> st.SearchStrategy[Operation]:
+    """Every operation the machine runs, with arguments from small pools.
+
+    One tenant means the store has no tenant isolation: its thread list is not fresh per
+    example, so ``load_threads`` pages (which would show earlier examples' threads) are left out.
+    """
+    tenant = _skewed(tenants)
+    thread = _skewed(THREADS)
+    maybe_thread = st.none() | thread
+    item = st.sampled_from(ITEMS)
+    attachment = st.sampled_from(ATTACHMENTS)
+    stamp = st.sampled_from(list(STAMPS))
+    kind = st.sampled_from(ITEM_KINDS)
+    text = st.sampled_from(("hi", "hello"))
+    limit = st.sampled_from((1, 2, 3, HUGE))
+    order = st.sampled_from(("asc", "desc"))
+    # An item the reference holds, as (tenant, thread, item); None while it holds none.
+    stored = st.runner().flatmap(lambda machine: st.sampled_from(machine.stored_items() or [None]))
+    new_item = {"tenant": tenant, "thread": thread, "item": item, "kind": kind}
+    choices = [
+        _operation(
+            "save_thread",
+            tenant=tenant,
+            thread=thread,
+            created_at=stamp,
+            title=st.sampled_from(("A", None)),
+            full_thread=st.booleans(),
+        ),
+        _operation("load_thread", tenant=tenant, thread=thread),
+        _operation("delete_thread", tenant=tenant, thread=thread),
+        _operation("add_thread_item", **new_item, created_at=stamp, text=text),
+        _operation("save_item", **new_item, created_at=stamp, text=text),
+        _operation("retry_add_thread_item", key=stored),
+        _operation("update_item", key=stored, kind=kind, text=text),
+        _operation("load_item", tenant=tenant, thread=thread, item=item),
+        _operation(
+            "load_thread_items",
+            tenant=tenant,
+            thread=thread,
+            after=st.sampled_from((None, *ITEMS, UNKNOWN)),
+            limit=limit,
+            order=order,
+        ),
+        _operation("delete_thread_item", tenant=tenant, thread=thread, item=item),
+        _operation(
+            "walk_pages",
+            tenant=tenant,
+            thread=maybe_thread if len(tenants) > 1 else thread,
+            limit=st.sampled_from((1, 2, 3)),
+            order=order,
+        ),
+        _operation(
+            "load_page_bad_arguments",
+            tenant=tenant,
+            thread=maybe_thread,
+            arguments=st.sampled_from(((0, "asc"), (-1, "desc"), (10, "ASC"), (10, ""))),
+        ),
+        _operation(
+            "save_attachment",
+            tenant=tenant,
+            attachment=attachment,
+            kind=st.sampled_from(sorted(models.ATTACHMENT_BUILDERS)),
+            thread=st.one_of(thread, thread, st.none()),  # mostly in a thread
+        ),
+        _operation("load_attachment", tenant=tenant, attachment=attachment),
+        _operation("delete_attachment", tenant=tenant, attachment=attachment),
+    ]
+    if len(tenants) > 1:
+        choices.append(
+            _operation(
+                "load_threads",
+                tenant=tenant,
+                limit=limit,
+                after=st.sampled_from((None, *THREADS, UNKNOWN)),
+                order=order,
+            )
+        )
+    return st.one_of(choices)
+
+
+# running and comparing
+
+
+class _Bridge:
+    """Runs coroutines on the test's event loop from the thread that runs Hypothesis."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.stopped = threading.Event()
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run ``coro`` on the loop and wait for its result; give up once the test is over."""
+        if self.stopped.is_set():
+            coro.close()
+            raise RuntimeError("the stateful test was stopped")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        while not future.done():
+            concurrent.futures.wait([future], timeout=0.2)
+            if self.stopped.is_set() or self.loop.is_closed():
+                future.cancel()
+                raise RuntimeError("the stateful test was stopped while a store call ran")
+        return future.result()
+
+
+@dataclass(frozen=True)
+class _Config:
+    store: Store[Any]
+    make_context: Callable[[], Ctx]
+    bridge: _Bridge
+    isolated: bool
+
+
+@dataclass(frozen=True)
+class _PageView:
+    """A page as compared: ids, has_more, after and the models; shown with short ids."""
+
+    ids: tuple[str, ...]
+    has_more: bool
+    after: str | None
+    data: tuple[Any, ...]
+    short: Callable[[str | None], str | None] = field(compare=False)
+
+    def __repr__(self) -> str:
+        ids = [self.short(i) for i in self.ids]
+        return f"Page(ids={ids}, has_more={self.has_more}, after={self.short(self.after)!r})"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one call did: returned ``value`` or raised ``error``."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.error is None:
+            return "returned"
+        for known in (NotFoundError, ValueError):
+            if isinstance(self.error, known):
+                return f"raised {known.__name__}"
+        return f"raised {type(self.error).__name__}"
+
+    def same_as(self, other: _Outcome) -> bool:
+        if self.kind != other.kind:
+            return False
+        return self.error is not None or bool(self.value == other.value)
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"{self.kind}: {self.error!r}"
+        return f"returned {self.value!r}"
+
+
+async def _outcome(
+    awaitable: Awaitable[Any], catch: tuple[type[BaseException], ...], view: Callable[[Any], Any]
+) -> _Outcome:
+    try:
+        value = await awaitable
+    except catch as error:
+        return _Outcome(error=error)
+    return _Outcome(value=view(value))
+
+
+async def _walk(
+    store: Store[Any], thread_id: str | None, limit: int, order: str, context: Ctx
+) -> list[Page[Any]]:
+    """Every page of the threads (``thread_id=None``) or of a thread's items, following after."""
+    pages: list[Page[Any]] = []
+    after: str | None = None
+    for _ in range(MAX_PAGES):
+        if thread_id is None:
+            page: Page[Any] = await store.load_threads(limit, after, order, context)
+        else:
+            page = await store.load_thread_items(thread_id, after, limit, order, context)
+        pages.append(page)
+        if not page.has_more:
+            return pages
+        after = page.after
+    raise AssertionError(f"pagination did not end after {MAX_PAGES} pages (has_more stayed True)")
+
+
+def _difference(got: Any, expected: Any) -> str:
+    """Point at the first differing model when two pages (or walks) have the same ids."""
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
+        pairs = list(zip(got, expected, strict=True))
+    elif isinstance(got, _PageView) and isinstance(expected, _PageView):
+        pairs = [(got, expected)]
+    for mine, theirs in pairs:
+        if not (isinstance(mine, _PageView) and isinstance(theirs, _PageView)):
+            continue
+        if mine.ids != theirs.ids:
+            return ""
+        for a, b in zip(mine.data, theirs.data, strict=True):
+            if a != b:
+                return f"\n  first differing model:\n    store:     {a!r}\n    reference: {b!r}"
+    return ""
+
+
+def _build_item(kind: str, thread_id: str, item_id: str, at: datetime, text: str) -> ThreadItem:
+    builder = models.ITEM_BUILDERS[kind]
+    item = builder(thread_id, at, text=text) if kind in _TEXT_KINDS else builder(thread_id, at)
+    return item.model_copy(update={"id": item_id})
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Applies each operation to the store under test and to a ``MemoryStore``; results must agree.
+
+    All operations go through the one rule ``step``: Hypothesis then shrinks a failure to just
+    the steps it needs (with one rule per operation, its rule-subset "swarm" choices leave
+    leftover no-op steps in shrunk examples). After each write, what it may have changed is
+    read back from both stores. Use :meth:`bind` to make a machine class for one store.
+    """
+
+    config: ClassVar[_Config]
+    operations: ClassVar[st.SearchStrategy[Operation]]
+
+    @classmethod
+    def bind(cls, config: _Config) -> type[StoreMachine]:
+        """Return a subclass that tests ``config.store``."""
+        tenants = ("A", "B") if config.isolated else ("A",)
+        return type(cls.__name__, (cls,), {"config": config, "operations": operations(tenants)})
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = self.config
+        # Fresh state per example: new tenants in the store under test, ids no earlier example
+        # used, and a new reference model whose tenants are the labels.
+        self.suffix = uuid.uuid4().hex[:12]
+        self.labels = ("A", "B") if config.isolated else ("A",)
+        self.contexts = {label: config.make_context() for label in self.labels}
+        self.reference: MemoryStore[Any] = MemoryStore()
+        self.reference_contexts = {label: {"user_id": label} for label in self.labels}
+        self.last_step = ""
+
+    @rule(op=st.runner().flatmap(lambda machine: machine.operations))
+    def step(self, op: Operation) -> None:
+        """Run one operation on both stores and compare."""
+        getattr(self, op.name)(**dict(op.arguments))
+
+    # ids and views
+
+    def _id(self, name: str) -> str:
+        return f"{name}_{self.suffix}"
+
+    def _cursor(self, name: str | None) -> str | None:
+        return None if name is None else self._id(name)
+
+    def _short(self, full: str | None) -> str | None:
+        """The pool name of an id of this example (other ids are returned unchanged)."""
+        end = f"_{self.suffix}"
+        return full[: -len(end)] if full is not None and full.endswith(end) else full
+
+    def _view(self, value: Any) -> Any:
+        if isinstance(value, Page):
+            return _PageView(
+                ids=tuple(obj.id for obj in value.data),
+                has_more=value.has_more,
+                after=value.after,
+                data=tuple(value.data),
+                short=self._short,
+            )
+        if isinstance(value, list):
+            return [self._view(v) for v in value]
+        return value
+
+    def _own_threads(self, pages: list[Page[Any]]) -> list[Any]:
+        """This example's threads across all pages (a store without isolation lists more)."""
+        return [obj for page in pages for obj in page.data if self._short(obj.id) in THREADS]
+
+    def stored_items(self) -> list[tuple[str, str, str]]:
+        """(tenant, thread, item) of every item the reference model holds."""
+        keys = self.reference._items  # the reference is this package's own MemoryStore
+        end = f"_{self.suffix}"
+        return sorted(
+            (tenant, thread.removesuffix(end), item.removesuffix(end))
+            for tenant, thread, item in keys
+        )
+
+    def _stored(self, tenant: str, thread: str, item: str) -> ThreadItem:
+        key = (tenant, self._id(thread), self._id(item))
+        return self.reference._items[key].model.model_copy(deep=True)
+
+    def _check(
+        self,
+        tenant: str,
+        operation: str,
+        arguments: dict[str, Any],
+        call: Call,
+        view: Callable[[Any], Any] | None = None,
+        *,
+        read_back: bool = False,
+    ) -> None:
+        """Run ``call`` on both stores; fail unless they return equal values or raise alike.
+
+        ``read_back`` marks a check of the state right after the last step.
+        """
+        chosen = view or self._view
+
+        async def both() -> tuple[_Outcome, _Outcome]:
+            context = self.reference_contexts[tenant]
+            expected = await _outcome(
+                call(self.reference, context), (NotFoundError, ValueError), chosen
+            )
+            got = await _outcome(
+                call(self.config.store, self.contexts[tenant]), (Exception,), chosen
+            )
+            return expected, got
+
+        expected, got = self.config.bridge.run(both())
+        args = ", ".join(f"{k}={v!r}" for k, v in {"tenant": tenant, **arguments}.items())
+        step = f"{operation}({args})"
+        if not got.same_as(expected):
+            when = f", read back right after {self.last_step}" if read_back else ""
+            message = (
+                f"{step} diverged from the reference model (MemoryStore){when}:\n"
+                f"  store under test: {got.describe()}\n"
+                f"  reference model:  {expected.describe()}"
+                + _difference(got.value, expected.value)
+            )
+            raise AssertionError(message) from got.error
+        if not read_back:
+            self.last_step = step
+
+    # read-backs: after each write, what it may have changed. The writer's tenant gets the
+    # full check; the other tenant the cheapest one that shows a write that leaked into it.
+
+    def _read_thread(self, writer: str, thread: str) -> None:
+        for tenant in self.labels:
+            self._check(
+                tenant,
+                "load_thread",
+                {"thread": thread},
+                lambda s, c: s.load_thread(self._id(thread), c),
+                read_back=True,
+            )
+        self._check(
+            writer,
+            "load_threads (every page)",
+            {"limit": HUGE, "order": "asc"},
+            lambda s, c: _walk(s, None, HUGE, "asc", c),
+            self._view if self.config.isolated else self._own_threads,
+            read_back=True,
+        )
+
+    def _read_items(self, writer: str, thread: str, item: str | None) -> None:
+        """The thread's items (both orders for the writer); the item in the other tenant."""
+        for tenant in self.labels:
+            mine = tenant == writer
+            for order in ("asc", "desc") if mine and item is not None else ("asc",):
+                self._read_page(tenant, thread, order)
+            if item is not None and not mine:
+                self._check(
+                    tenant,
+                    "load_item",
+                    {"thread": thread, "item": item},
+                    lambda s, c: s.load_item(self._id(thread), self._id(item), c),
+                    read_back=True,
+                )
+
+    def _read_page(self, tenant: str, thread: str, order: str) -> None:
+        self._check(
+            tenant,
+            "load_thread_items",
+            {"thread": thread, "after": None, "limit": HUGE, "order": order},
+            lambda s, c: s.load_thread_items(self._id(thread), None, HUGE, order, c),
+            read_back=True,
+        )
+
+    def _read_attachment(self, attachment: str) -> None:
+        for tenant in self.labels:
+            self._check(
+                tenant,
+                "load_attachment",
+                {"attachment": attachment},
+                lambda s, c: s.load_attachment(self._id(attachment), c),
+                read_back=True,
+            )
+
+    # the operations (see ``operations`` for their arguments)
+
+    def save_thread(
+        self, tenant: str, thread: str, created_at: str, title: str | None, full_thread: bool
+    ) -> None:
+        """save_thread of metadata, or of a full Thread with an item (as ChatKit streams it)."""
+        at = STAMPS[created_at]
+        model = models.thread(self._id(thread), at, title)
+        if full_thread:
+            item = models.end_of_turn(model.id, at)
+            model = Thread(**model.model_dump(), items=Page[ThreadItem](data=[item]))
+        self._check(
+            tenant,
+            "save_thread",
+            {"thread": thread, "created_at": at, "title": title, "full_thread": full_thread},
+            lambda s, c: s.save_thread(model.model_copy(deep=True), c),
+        )
+        self._read_thread(tenant, thread)
+
+    def load_thread(self, tenant: str, thread: str) -> None:
+        """load_thread: the thread, or NotFoundError."""
+        self._check(
+            tenant,
+            "load_thread",
+            {"thread": thread},
+            lambda s, c: s.load_thread(self._id(thread), c),
+        )
+
+    def load_threads(self, tenant: str, limit: int, after: str | None, order: str) -> None:
+        """load_threads: one page of the tenant's threads."""
+        self._check(
+            tenant,
+            "load_threads",
+            {"limit": limit, "after": after, "order": order},
+            lambda s, c: s.load_threads(limit, self._cursor(after), order, c),
+        )
+
+    def delete_thread(self, tenant: str, thread: str) -> None:
+        """delete_thread: the thread, its items and its attachments go."""
+        self._check(
+            tenant,
+            "delete_thread",
+            {"thread": thread},
+            lambda s, c: s.delete_thread(self._id(thread), c),
+        )
+        self._read_thread(tenant, thread)
+        self._read_items(tenant, thread, None)
+        for attachment in ATTACHMENTS:
+            self._read_attachment(attachment)
+
+    def add_thread_item(
+        self, tenant: str, thread: str, item: str, kind: str, created_at: str, text: str
+    ) -> None:
+        """add_thread_item of a new item, or of an id the thread already has."""
+        self._write_item("add_thread_item", tenant, thread, item, kind, STAMPS[created_at], text)
+
+    def save_item(
+        self, tenant: str, thread: str, item: str, kind: str, created_at: str, text: str
+    ) -> None:
+        """save_item: insert an item never added, or replace one (with any created_at)."""
+        self._write_item("save_item", tenant, thread, item, kind, STAMPS[created_at], text)
+
+    def retry_add_thread_item(self, key: tuple[str, str, str] | None) -> None:
+        """add_thread_item again of a stored item, unchanged (a retry)."""
+        if key is None:
+            return
+        tenant, thread, item = key
+        stored = self._stored(tenant, thread, item)
+        self._check(
+            tenant,
+            "add_thread_item (a retry of the stored item)",
+            {"thread": thread, "item": item},
+            lambda s, c: s.add_thread_item(self._id(thread), stored.model_copy(deep=True), c),
+        )
+        self._read_items(tenant, thread, item)
+
+    def update_item(self, key: tuple[str, str, str] | None, kind: str, text: str) -> None:
+        """save_item of a stored item with new content and the same created_at."""
+        if key is None:
+            return
+        tenant, thread, item = key
+        at = self._stored(tenant, thread, item).created_at
+        self._write_item("save_item (an update)", tenant, thread, item, kind, at, text)
+
+    def _write_item(
+        self,
+        operation: str,
+        tenant: str,
+        thread: str,
+        item: str,
+        kind: str,
+        created_at: datetime,
+        text: str,
+    ) -> None:
+        thread_id = self._id(thread)
+        model = _build_item(kind, thread_id, self._id(item), created_at, text)
+        write = "add_thread_item" if operation.startswith("add") else "save_item"
+        self._check(
+            tenant,
+            operation,
+            {"thread": thread, "item": item, "kind": kind, "created_at": created_at, "text": text},
+            lambda s, c: getattr(s, write)(thread_id, model.model_copy(deep=True), c),
+        )
+        self._read_items(tenant, thread, item)
+
+    def load_item(self, tenant: str, thread: str, item: str) -> None:
+        """load_item: the item, or NotFoundError."""
+        self._check(
+            tenant,
+            "load_item",
+            {"thread": thread, "item": item},
+            lambda s, c: s.load_item(self._id(thread), self._id(item), c),
+        )
+
+    def load_thread_items(
+        self, tenant: str, thread: str, after: str | None, limit: int, order: str
+    ) -> None:
+        """load_thread_items: one page of a thread's items."""
+        self._check(
+            tenant,
+            "load_thread_items",
+            {"thread": thread, "after": after, "limit": limit, "order": order},
+            lambda s, c: s.load_thread_items(
+                self._id(thread), self._cursor(after), limit, order, c
+            ),
+        )
+
+    def delete_thread_item(self, tenant: str, thread: str, item: str) -> None:
+        """delete_thread_item: the item goes; a missing one is a no-op."""
+        self._check(
+            tenant,
+            "delete_thread_item",
+            {"thread": thread, "item": item},
+            lambda s, c: s.delete_thread_item(self._id(thread), self._id(item), c),
+        )
+        self._read_items(tenant, thread, None)
+
+    def walk_pages(self, tenant: str, thread: str | None, limit: int, order: str) -> None:
+        """Every page of the threads (thread=None) or of a thread's items, following after."""
+        thread_id = self._cursor(thread)
+        self._check(
+            tenant,
+            ("load_threads" if thread is None else "load_thread_items") + " (every page)",
+            {"thread": thread, "limit": limit, "order": order},
+            lambda s, c: _walk(s, thread_id, limit, order, c),
+        )
+
+    def load_page_bad_arguments(
+        self, tenant: str, thread: str | None, arguments: tuple[int, str]
+    ) -> None:
+        """A limit below 1 or an order other than asc/desc raises ValueError."""
+        limit, order = arguments
+        thread_id = self._cursor(thread)
+
+        def call(s: Store[Any], c: Ctx) -> Awaitable[Page[Any]]:
+            if thread_id is None:
+                return s.load_threads(limit, None, order, c)
+            return s.load_thread_items(thread_id, None, limit, order, c)
+
+        self._check(
+            tenant,
+            "load_threads" if thread is None else "load_thread_items",
+            {"thread": thread, "after": None, "limit": limit, "order": order},
+            call,
+        )
+
+    def save_attachment(self, tenant: str, attachment: str, kind: str, thread: str | None) -> None:
+        """save_attachment: insert or replace metadata, with or without a thread."""
+        model = models.ATTACHMENT_BUILDERS[kind](self._id(attachment), self._cursor(thread))
+        self._check(
+            tenant,
+            "save_attachment",
+            {"attachment": attachment, "kind": kind, "thread": thread},
+            lambda s, c: s.save_attachment(model.model_copy(deep=True), c),
+        )
+        self._read_attachment(attachment)
+
+    def load_attachment(self, tenant: str, attachment: str) -> None:
+        """load_attachment: the metadata, or NotFoundError."""
+        self._check(
+            tenant,
+            "load_attachment",
+            {"attachment": attachment},
+            lambda s, c: s.load_attachment(self._id(attachment), c),
+        )
+
+    def delete_attachment(self, tenant: str, attachment: str) -> None:
+        """delete_attachment: the metadata goes; a missing one is a no-op."""
+        self._check(
+            tenant,
+            "delete_attachment",
+            {"attachment": attachment},
+            lambda s, c: s.delete_attachment(self._id(attachment), c),
+        )
+        self._read_attachment(attachment)
+
+
+class StatefulTests(StoreFixtures):
+    """Random operation sequences on the store give the same results as ``MemoryStore``.
+
+    A Hypothesis state machine saves, loads, lists and deletes threads, items and attachments
+    in two tenants (one if ``Capabilities.tenant_isolation`` is off), with ids from tiny pools
+    shared by both tenants, and compares every result and exception with the reference model.
+    On a divergence the failure names the operation, its arguments and both results, and
+    Hypothesis prints the shrunk sequence of steps that leads there.
+
+    It is bounded so the suite stays fast: 10 examples of up to 75 steps. To run it longer,
+    set the environment variable ``CHATKIT_STORES_STATEFUL_EXAMPLES`` to a number of examples
+    (it overrides ``max_examples`` of whatever settings are in use), or override the
+    ``stateful_settings`` fixture to return your own ``hypothesis.settings``::
+
+        @pytest.fixture
+        def stateful_settings(self) -> settings:
+            return settings(stateful_settings_default(), max_examples=200)
+
+    The default settings keep no example database (``database=None``), so nothing is written
+    to ``.hypothesis/``; set one in your settings to replay failures across runs. Every example
+    uses new tenants from ``make_context`` and new ids, so the store fixture is shared safely.
+    """
+
+    @pytest.fixture
+    def stateful_settings(self) -> settings:
+        """The Hypothesis settings of the stateful test; override to run it longer."""
+        return stateful_settings_default()
+
+    @pytest.mark.asyncio
+    async def test_stateful_matches_the_reference_model(
+        self,
+        store: Store[Any],
+        make_context: Callable[[], Ctx],
+        capabilities: Capabilities,
+        stateful_settings: settings,
+    ) -> None:
+        """Random operation sequences on two tenants give the same results as MemoryStore."""
+        chosen = stateful_settings
+        examples = _examples_from_env()
+        if examples is not None:
+            chosen = settings(chosen, max_examples=examples)
+        bridge = _Bridge(asyncio.get_running_loop())
+        machine = StoreMachine.bind(
+            _Config(store, make_context, bridge, isolated=capabilities.tenant_isolation)
+        )
+        try:
+            # Hypothesis runs synchronously in a worker thread; store calls come back to this
+            # loop, which the store (and its connection pool) is bound to.
+            await asyncio.to_thread(run_state_machine_as_test, machine, settings=chosen)
+        finally:
+            bridge.stopped.set()
