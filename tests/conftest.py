@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,13 @@ def mysql_url() -> Iterator[str]:
     """URL of a MySQL/MariaDB database with the test tables."""
     for url in server_url("mysql"):
         yield _prepare(url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where attachment tests keep metadata: ``memory``, or a URL of each SQL backend."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    return str(request.getfixturevalue(f"{request.param}_url"))

@@ -26,15 +26,6 @@ SECRET = "test-secret-" + "x" * 32
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2048)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
-def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue(f"{request.param}_url"))
-
-
 @pytest_asyncio.fixture
 async def disk(metadata_url: str, tmp_path: Path) -> AsyncIterator[DiskAttachmentStore[Any]]:
     store: Any = (

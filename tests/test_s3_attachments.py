@@ -13,7 +13,6 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -87,15 +86,6 @@ def bucket(s3_client: Any) -> Iterator[str]:
     for key in keys(s3_client, name, ""):
         s3_client.delete_object(Bucket=name, Key=key)
     s3_client.delete_bucket(Bucket=name)
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
-def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest_asyncio.fixture
