@@ -24,7 +24,12 @@ from chatkit.store import NotFoundError, Store
 from chatkit.types import Page, Thread, ThreadItem
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from ..memory import MemoryStore
 from . import models
@@ -78,7 +83,7 @@ def stateful_settings_default() -> settings:
         max_examples=DEFAULT_EXAMPLES,
         stateful_step_count=DEFAULT_STEPS,
         deadline=None,
-        database=None,  # no .hypothesis/ directory in the project under test
+        database=None,  # no example database written into the project under test
         # The explain phase reruns the failing case under a tracer: slow, and the message and
         # the shrunk steps already say what went wrong.
         phases=[phase for phase in Phase if phase is not Phase.explain],
@@ -99,110 +104,23 @@ def _examples_from_env() -> int | None:
     return examples
 
 
-# operations
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One store operation as Hypothesis draws and prints it: ``name(argument=value, ...)``."""
-
-    name: str
-    arguments: tuple[tuple[str, Any], ...]
-
-    def __repr__(self) -> str:
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.arguments)})"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
-
-
-def _operation(name: str, **arguments: st.SearchStrategy[Any]) -> st.SearchStrategy[Operation]:
-    return st.fixed_dictionaries(arguments).map(lambda drawn: Operation(name, tuple(drawn.items())))
-
-
 def _skewed(values: Sequence[str]) -> st.SearchStrategy[str]:
     """Draw earlier values more often, so operations pile up on the same objects."""
     return st.sampled_from([v for i, v in enumerate(values) for _ in range(len(values) - i)])
 
 
-def operations(tenants: Sequence[str]) -> st.SearchStrategy[Operation]:
-    """Every operation the machine runs, with arguments from small pools.
-
-    One tenant means the store has no tenant isolation: its thread list is not fresh per
-    example, so ``load_threads`` pages (which would show earlier examples' threads) are left out.
-    """
-    tenant = _skewed(tenants)
-    thread = _skewed(THREADS)
-    maybe_thread = st.none() | thread
-    item = st.sampled_from(ITEMS)
-    attachment = st.sampled_from(ATTACHMENTS)
-    stamp = st.sampled_from(list(STAMPS))
-    kind = st.sampled_from(ITEM_KINDS)
-    text = st.sampled_from(("hi", "hello"))
-    limit = st.sampled_from((1, 2, 3, HUGE))
-    order = st.sampled_from(("asc", "desc"))
-    # An item the reference holds, as (tenant, thread, item); None while it holds none.
-    stored = st.runner().flatmap(lambda machine: st.sampled_from(machine.stored_items() or [None]))
-    new_item = {"tenant": tenant, "thread": thread, "item": item, "kind": kind}
-    choices = [
-        _operation(
-            "save_thread",
-            tenant=tenant,
-            thread=thread,
-            created_at=stamp,
-            title=st.sampled_from(("A", None)),
-            full_thread=st.booleans(),
-        ),
-        _operation("load_thread", tenant=tenant, thread=thread),
-        _operation("delete_thread", tenant=tenant, thread=thread),
-        _operation("add_thread_item", **new_item, created_at=stamp, text=text),
-        _operation("save_item", **new_item, created_at=stamp, text=text),
-        _operation("retry_add_thread_item", key=stored),
-        _operation("update_item", key=stored, kind=kind, text=text),
-        _operation("load_item", tenant=tenant, thread=thread, item=item),
-        _operation(
-            "load_thread_items",
-            tenant=tenant,
-            thread=thread,
-            after=st.sampled_from((None, *ITEMS, UNKNOWN)),
-            limit=limit,
-            order=order,
-        ),
-        _operation("delete_thread_item", tenant=tenant, thread=thread, item=item),
-        _operation(
-            "walk_pages",
-            tenant=tenant,
-            thread=maybe_thread if len(tenants) > 1 else thread,
-            limit=st.sampled_from((1, 2, 3)),
-            order=order,
-        ),
-        _operation(
-            "load_page_bad_arguments",
-            tenant=tenant,
-            thread=maybe_thread,
-            arguments=st.sampled_from(((0, "asc"), (-1, "desc"), (10, "ASC"), (10, ""))),
-        ),
-        _operation(
-            "save_attachment",
-            tenant=tenant,
-            attachment=attachment,
-            kind=st.sampled_from(sorted(models.ATTACHMENT_BUILDERS)),
-            thread=st.one_of(thread, thread, st.none()),  # mostly in a thread
-        ),
-        _operation("load_attachment", tenant=tenant, attachment=attachment),
-        _operation("delete_attachment", tenant=tenant, attachment=attachment),
-    ]
-    if len(tenants) > 1:
-        choices.append(
-            _operation(
-                "load_threads",
-                tenant=tenant,
-                limit=limit,
-                after=st.sampled_from((None, *THREADS, UNKNOWN)),
-                order=order,
-            )
-        )
-    return st.one_of(choices)
+# Strategies that depend on the machine (its tenants, what it holds) draw the machine first.
+_tenant = st.runner().flatmap(lambda machine: machine.tenant_strategy)
+_stored_item = st.runner().flatmap(lambda machine: st.sampled_from(machine.stored_items()))
+_thread = _skewed(THREADS)
+_maybe_thread = st.none() | _thread
+_item = st.sampled_from(ITEMS)
+_attachment = st.sampled_from(ATTACHMENTS)
+_stamp = st.sampled_from(list(STAMPS))
+_kind = st.sampled_from(ITEM_KINDS)
+_text = st.sampled_from(("hi", "hello"))
+_limit = st.sampled_from((1, 2, 3, HUGE))
+_order = st.sampled_from(("asc", "desc"))
 
 
 # running and comparing
@@ -332,22 +250,18 @@ def _build_item(kind: str, thread_id: str, item_id: str, at: datetime, text: str
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """Applies each operation to the store under test and to a ``MemoryStore``; results must agree.
+    """Applies each rule to the store under test and to a ``MemoryStore``; results must agree.
 
-    All operations go through the one rule ``step``: Hypothesis then shrinks a failure to just
-    the steps it needs (with one rule per operation, its rule-subset "swarm" choices leave
-    leftover no-op steps in shrunk examples). After each write, what it may have changed is
-    read back from both stores. Use :meth:`bind` to make a machine class for one store.
+    After each write, what it may have changed is read back from both stores. Use
+    :meth:`bind` to make a machine class for one store.
     """
 
     config: ClassVar[_Config]
-    operations: ClassVar[st.SearchStrategy[Operation]]
 
     @classmethod
     def bind(cls, config: _Config) -> type[StoreMachine]:
         """Return a subclass that tests ``config.store``."""
-        tenants = ("A", "B") if config.isolated else ("A",)
-        return type(cls.__name__, (cls,), {"config": config, "operations": operations(tenants)})
+        return type(cls.__name__, (cls,), {"config": config})
 
     def __init__(self) -> None:
         super().__init__()
@@ -356,15 +270,11 @@ class StoreMachine(RuleBasedStateMachine):
         # used, and a new reference model whose tenants are the labels.
         self.suffix = uuid.uuid4().hex[:12]
         self.labels = ("A", "B") if config.isolated else ("A",)
+        self.tenant_strategy = _skewed(self.labels)
         self.contexts = {label: config.make_context() for label in self.labels}
         self.reference: MemoryStore[Any] = MemoryStore()
         self.reference_contexts = {label: {"user_id": label} for label in self.labels}
         self.last_step = ""
-
-    @rule(op=st.runner().flatmap(lambda machine: machine.operations))
-    def step(self, op: Operation) -> None:
-        """Run one operation on both stores and compare."""
-        getattr(self, op.name)(**dict(op.arguments))
 
     # ids and views
 
@@ -464,7 +374,7 @@ class StoreMachine(RuleBasedStateMachine):
             )
         self._check(
             writer,
-            "load_threads (every page)",
+            "every page of load_threads",
             {"limit": HUGE, "order": "asc"},
             lambda s, c: _walk(s, None, HUGE, "asc", c),
             self._view if self.config.isolated else self._own_threads,
@@ -505,8 +415,31 @@ class StoreMachine(RuleBasedStateMachine):
                 read_back=True,
             )
 
-    # the operations (see ``operations`` for their arguments)
+    # the rules
 
+    @rule()
+    def list_threads(self) -> None:
+        """load_threads (every page) in every tenant; changes nothing.
+
+        A rule without arguments sorts first, so it is what Hypothesis turns leftover steps
+        into while shrinking; this one is cheap, and plainly harmless in a printed example.
+        """
+        for tenant in self.labels:
+            self._check(
+                tenant,
+                "every page of load_threads",
+                {"limit": HUGE, "order": "asc"},
+                lambda s, c: _walk(s, None, HUGE, "asc", c),
+                self._view if self.config.isolated else self._own_threads,
+            )
+
+    @rule(
+        tenant=_tenant,
+        thread=_thread,
+        created_at=_stamp,
+        title=st.sampled_from(("A", None)),
+        full_thread=st.booleans(),
+    )
     def save_thread(
         self, tenant: str, thread: str, created_at: str, title: str | None, full_thread: bool
     ) -> None:
@@ -524,6 +457,7 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self._read_thread(tenant, thread)
 
+    @rule(tenant=_tenant, thread=_thread)
     def load_thread(self, tenant: str, thread: str) -> None:
         """load_thread: the thread, or NotFoundError."""
         self._check(
@@ -533,6 +467,10 @@ class StoreMachine(RuleBasedStateMachine):
             lambda s, c: s.load_thread(self._id(thread), c),
         )
 
+    @precondition(lambda self: self.config.isolated)
+    @rule(
+        tenant=_tenant, limit=_limit, after=st.sampled_from((None, *THREADS, UNKNOWN)), order=_order
+    )
     def load_threads(self, tenant: str, limit: int, after: str | None, order: str) -> None:
         """load_threads: one page of the tenant's threads."""
         self._check(
@@ -542,6 +480,7 @@ class StoreMachine(RuleBasedStateMachine):
             lambda s, c: s.load_threads(limit, self._cursor(after), order, c),
         )
 
+    @rule(tenant=_tenant, thread=_thread)
     def delete_thread(self, tenant: str, thread: str) -> None:
         """delete_thread: the thread, its items and its attachments go."""
         self._check(
@@ -555,39 +494,41 @@ class StoreMachine(RuleBasedStateMachine):
         for attachment in ATTACHMENTS:
             self._read_attachment(attachment)
 
+    @rule(tenant=_tenant, thread=_thread, item=_item, kind=_kind, created_at=_stamp, text=_text)
     def add_thread_item(
         self, tenant: str, thread: str, item: str, kind: str, created_at: str, text: str
     ) -> None:
         """add_thread_item of a new item, or of an id the thread already has."""
         self._write_item("add_thread_item", tenant, thread, item, kind, STAMPS[created_at], text)
 
+    @rule(tenant=_tenant, thread=_thread, item=_item, kind=_kind, created_at=_stamp, text=_text)
     def save_item(
         self, tenant: str, thread: str, item: str, kind: str, created_at: str, text: str
     ) -> None:
         """save_item: insert an item never added, or replace one (with any created_at)."""
         self._write_item("save_item", tenant, thread, item, kind, STAMPS[created_at], text)
 
-    def retry_add_thread_item(self, key: tuple[str, str, str] | None) -> None:
+    @precondition(lambda self: bool(self.stored_items()))
+    @rule(key=_stored_item)
+    def retry_add_thread_item(self, key: tuple[str, str, str]) -> None:
         """add_thread_item again of a stored item, unchanged (a retry)."""
-        if key is None:
-            return
         tenant, thread, item = key
         stored = self._stored(tenant, thread, item)
         self._check(
             tenant,
-            "add_thread_item (a retry of the stored item)",
+            "retry of a stored item: add_thread_item",
             {"thread": thread, "item": item},
             lambda s, c: s.add_thread_item(self._id(thread), stored.model_copy(deep=True), c),
         )
         self._read_items(tenant, thread, item)
 
-    def update_item(self, key: tuple[str, str, str] | None, kind: str, text: str) -> None:
+    @precondition(lambda self: bool(self.stored_items()))
+    @rule(key=_stored_item, kind=_kind, text=_text)
+    def update_item(self, key: tuple[str, str, str], kind: str, text: str) -> None:
         """save_item of a stored item with new content and the same created_at."""
-        if key is None:
-            return
         tenant, thread, item = key
         at = self._stored(tenant, thread, item).created_at
-        self._write_item("save_item (an update)", tenant, thread, item, kind, at, text)
+        self._write_item("update of a stored item: save_item", tenant, thread, item, kind, at, text)
 
     def _write_item(
         self,
@@ -601,7 +542,7 @@ class StoreMachine(RuleBasedStateMachine):
     ) -> None:
         thread_id = self._id(thread)
         model = _build_item(kind, thread_id, self._id(item), created_at, text)
-        write = "add_thread_item" if operation.startswith("add") else "save_item"
+        write = "add_thread_item" if operation.endswith("add_thread_item") else "save_item"
         self._check(
             tenant,
             operation,
@@ -610,6 +551,7 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self._read_items(tenant, thread, item)
 
+    @rule(tenant=_tenant, thread=_thread, item=_item)
     def load_item(self, tenant: str, thread: str, item: str) -> None:
         """load_item: the item, or NotFoundError."""
         self._check(
@@ -619,6 +561,13 @@ class StoreMachine(RuleBasedStateMachine):
             lambda s, c: s.load_item(self._id(thread), self._id(item), c),
         )
 
+    @rule(
+        tenant=_tenant,
+        thread=_thread,
+        after=st.sampled_from((None, *ITEMS, UNKNOWN)),
+        limit=_limit,
+        order=_order,
+    )
     def load_thread_items(
         self, tenant: str, thread: str, after: str | None, limit: int, order: str
     ) -> None:
@@ -632,6 +581,7 @@ class StoreMachine(RuleBasedStateMachine):
             ),
         )
 
+    @rule(tenant=_tenant, thread=_thread, item=_item)
     def delete_thread_item(self, tenant: str, thread: str, item: str) -> None:
         """delete_thread_item: the item goes; a missing one is a no-op."""
         self._check(
@@ -642,16 +592,26 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self._read_items(tenant, thread, None)
 
+    @rule(tenant=_tenant, thread=_maybe_thread, limit=st.sampled_from((1, 2, 3)), order=_order)
     def walk_pages(self, tenant: str, thread: str | None, limit: int, order: str) -> None:
         """Every page of the threads (thread=None) or of a thread's items, following after."""
         thread_id = self._cursor(thread)
+        view: Callable[[Any], Any] = self._view
+        if thread is None and not self.config.isolated:
+            view = self._own_threads  # a store without isolation lists other tests' threads too
         self._check(
             tenant,
-            ("load_threads" if thread is None else "load_thread_items") + " (every page)",
+            "every page of " + ("load_threads" if thread is None else "load_thread_items"),
             {"thread": thread, "limit": limit, "order": order},
             lambda s, c: _walk(s, thread_id, limit, order, c),
+            view,
         )
 
+    @rule(
+        tenant=_tenant,
+        thread=_maybe_thread,
+        arguments=st.sampled_from(((0, "asc"), (-1, "desc"), (10, "ASC"), (10, ""))),
+    )
     def load_page_bad_arguments(
         self, tenant: str, thread: str | None, arguments: tuple[int, str]
     ) -> None:
@@ -671,6 +631,12 @@ class StoreMachine(RuleBasedStateMachine):
             call,
         )
 
+    @rule(
+        tenant=_tenant,
+        attachment=_attachment,
+        kind=st.sampled_from(sorted(models.ATTACHMENT_BUILDERS)),
+        thread=st.one_of(_thread, _thread, st.none()),  # mostly in a thread
+    )
     def save_attachment(self, tenant: str, attachment: str, kind: str, thread: str | None) -> None:
         """save_attachment: insert or replace metadata, with or without a thread."""
         model = models.ATTACHMENT_BUILDERS[kind](self._id(attachment), self._cursor(thread))
@@ -682,6 +648,7 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self._read_attachment(attachment)
 
+    @rule(tenant=_tenant, attachment=_attachment)
     def load_attachment(self, tenant: str, attachment: str) -> None:
         """load_attachment: the metadata, or NotFoundError."""
         self._check(
@@ -691,6 +658,7 @@ class StoreMachine(RuleBasedStateMachine):
             lambda s, c: s.load_attachment(self._id(attachment), c),
         )
 
+    @rule(tenant=_tenant, attachment=_attachment)
     def delete_attachment(self, tenant: str, attachment: str) -> None:
         """delete_attachment: the metadata goes; a missing one is a no-op."""
         self._check(
@@ -720,9 +688,10 @@ class StatefulTests(StoreFixtures):
         def stateful_settings(self) -> settings:
             return settings(stateful_settings_default(), max_examples=200)
 
-    The default settings keep no example database (``database=None``), so nothing is written
-    to ``.hypothesis/``; set one in your settings to replay failures across runs. Every example
-    uses new tenants from ``make_context`` and new ids, so the store fixture is shared safely.
+    The default settings keep no example database (``database=None``); set one in your
+    settings to replay failures across runs. Shrinking a failure replays hundreds of sequences,
+    which takes a minute or two on a database backend. Every example uses new tenants from
+    ``make_context`` and new ids, so one store fixture serves all examples.
     """
 
     @pytest.fixture
