@@ -204,11 +204,18 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
             raise TypeError(f"{type(self.store).__name__} cannot list orphaned attachments")
         cutoff = datetime.now(timezone.utc) - older_than
         deleted = 0
+        previous: list[tuple[str, str]] = []
         while batch := await find(cutoff, limit=500):
+            if batch == previous:  # the store did not delete them: stop instead of looping
+                raise RuntimeError(
+                    f"{type(self.store).__name__}.delete_attachment left orphans in place "
+                    f"(e.g. {batch[0]}); does its tenant resolver accept TenantContext?"
+                )
             for tenant, attachment_id in batch:
                 await self._delete(tenant, [attachment_id])
                 await self.store.delete_attachment(attachment_id, TenantContext(tenant))  # type: ignore[arg-type]
             deleted += len(batch)
+            previous = batch
         return deleted
 
     async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
