@@ -1,17 +1,31 @@
-"""The examples in docs/ run against real backends."""
+"""The examples in docs/examples/ (included into the docs pages) run against real backends."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
+from chatkit.store import NotFoundError
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+
+
+@pytest.fixture
+def examples(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """docs/examples on sys.path (the examples import each other); fresh modules per test."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    yield
+    for path in EXAMPLES.glob("*.py"):
+        sys.modules.pop(path.stem, None)
 
 
 def load_example(name: str) -> ModuleType:
@@ -30,62 +44,118 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
+def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": attachments or [],
+        "inference_options": {},
+    }
+
+
+def first_event(response: httpx.Response) -> dict[str, Any]:
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    event: dict[str, Any] = json.loads(response.text.split("\n\n")[0].removeprefix("data: "))
+    return event
+
+
 @pytest.mark.asyncio
 async def test_fastapi_example(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, examples: None
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("CHATKIT_STORES_SECRET", "example-secret-" + "x" * 32)
     monkeypatch.setenv("UPLOAD_DIR", str(tmp_path / "uploads"))
     monkeypatch.setenv("PUBLIC_URL", "http://test")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     example = load_example("fastapi_app")
     async with example.lifespan(example.app):
         transport = httpx.ASGITransport(app=example.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            create = {
-                "type": "threads.create",
-                "params": {
-                    "input": {
-                        "content": [{"type": "input_text", "text": "hi"}],
-                        "attachments": [],
-                        "inference_options": {},
-                    }
-                },
-            }
+
+            async def chatkit(request: dict[str, Any]) -> httpx.Response:
+                return await client.post("/chatkit", json=request, headers={"x-user-id": "alice"})
+
+            create = {"type": "threads.create", "params": {"input": user_input("hi")}}
             assert (await client.post("/chatkit", json=create)).status_code == 401
-            headers = {"x-user-id": "alice"}
-            response = await client.post("/chatkit", json=create, headers=headers)
-            assert response.headers["content-type"].startswith("text/event-stream")
-            first = json.loads(response.text.split("\n\n")[0].removeprefix("data: "))
-            thread_id = first["thread"]["id"]
+            thread_id = first_event(await chatkit(create))["thread"]["id"]
             get = {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
-            thread = (await client.post("/chatkit", json=get, headers=headers)).json()
+            thread = (await chatkit(get)).json()
             texts = [item["content"][0]["text"] for item in thread["items"]["data"]]
             assert texts == ["hi", "echo: hi"]
 
-            # direct upload, then the file in a message, then its preview
-            png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+            # direct upload (the app's /upload endpoint)
             uploaded = await client.post(
-                "/upload", files={"file": ("cat.png", png, "image/png")}, headers=headers
+                "/upload",
+                files={"file": ("cat.png", PNG, "image/png")},
+                headers={"x-user-id": "alice"},
             )
             assert uploaded.status_code == 200, uploaded.text
-            attachment = uploaded.json()
+            direct = uploaded.json()
+            assert direct["upload_descriptor"] is None
+
+            # two-phase upload: attachments.create, then the client posts to the signed URL
+            created = await chatkit(
+                {
+                    "type": "attachments.create",
+                    "params": {"name": "notes.txt", "size": 5, "mime_type": "text/plain"},
+                }
+            )
+            pending = created.json()
+            descriptor = pending["upload_descriptor"]
+            assert descriptor["url"].startswith("http://test/files/")
+            posted = await client.request(
+                descriptor["method"],
+                descriptor["url"],
+                files={"file": ("notes.txt", b"notes", "text/plain")},
+            )
+            assert posted.status_code < 300, posted.text
+
             add = {
                 "type": "threads.add_user_message",
                 "params": {
                     "thread_id": thread_id,
-                    "input": {
-                        "content": [{"type": "input_text", "text": "see"}],
-                        "attachments": [attachment["id"]],
-                        "inference_options": {},
-                    },
+                    "input": user_input("see", [direct["id"], pending["id"]]),
                 },
             }
-            await client.post("/chatkit", json=add, headers=headers)
-            thread = (await client.post("/chatkit", json=get, headers=headers)).json()
-            preview = thread["items"]["data"][2]["attachments"][0]["preview_url"]
-            assert (await client.get(preview)).content == png
+            await chatkit(add)
+            thread = (await chatkit(get)).json()
+            items = thread["items"]["data"]
+            # the model input carried both files: the offline reply says what it was sent
+            assert items[-1]["content"][0]["text"] == (
+                "echo: see (+2 attachment(s): input_image, input_file)"
+            )
+            sent = items[2]["attachments"]
+            assert [a["id"] for a in sent] == [direct["id"], pending["id"]]
+            assert sent[1].get("upload_descriptor") is None
+            assert (await client.get(sent[0]["preview_url"])).content == PNG
+
             refused = await client.post(
-                "/upload", files={"file": ("x.html", b"<script>", "text/html")}, headers=headers
+                "/upload",
+                files={"file": ("x.html", b"<script>", "text/html")},
+                headers={"x-user-id": "alice"},
             )
             assert refused.status_code == 415
+            # another tenant cannot send alice's attachment: to mallory it does not exist
+            other = {
+                "type": "threads.create",
+                "params": {"input": user_input("mine?", [direct["id"]])},
+            }
+            with pytest.raises(NotFoundError):
+                await client.post("/chatkit", json=other, headers={"x-user-id": "mallory"})
+
+        # the converter puts the bytes into the model input, read back through the store
+        server = example.server
+        context = {"user_id": "alice"}
+        metadata = await server.store.load_thread(thread_id, context)
+        model_input = await server.model_input(metadata, context)
+        parts = model_input[2]["content"]
+        encoded = base64.b64encode(PNG).decode()
+        assert parts[1] == {
+            "type": "input_image",
+            "image_url": f"data:image/png;base64,{encoded}",
+            "detail": "auto",
+        }
+        assert (
+            parts[2]["file_data"] == "data:text/plain;base64," + base64.b64encode(b"notes").decode()
+        )
+        assert parts[2]["filename"] == "notes.txt"
