@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatkit-stores", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="store a conversation in SQLite and read it back")
-    demo.add_argument("--db", type=Path, default=Path("chatkit-demo.db"), help="SQLite file")
+    _demo_command(commands)
     conformance = commands.add_parser(
         "conformance",
         help="run the store conformance suite against MODULE:FACTORY",
@@ -110,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import DemoSettings, run_demo
 
-        asyncio.run(run_demo(args.db))
+        return run_demo(DemoSettings.from_env(host=args.host, port=args.port), check=args.check)
     elif args.command == "conformance":
         return _conformance(args.target, args.pytest_args)
     elif args.command == "orphans":
@@ -460,6 +459,45 @@ OPERATIONS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] 
     "import": _import,
     "prune": _prune,
 }
+
+
+DEMO_HELP = """\
+Serve a ChatKit server with a small web page on this machine: threads in a SQLite file
+(chatkit-demo.db), attachments in a folder (chatkit-demo-uploads), an offline echo responder.
+Prints where it listens and a curl line that creates a thread. Users are picked by name with the
+X-Demo-User header: a demo, not authentication. Needs pip install 'chatkit-stores[demo]'.
+"""
+
+
+def _demo_command(commands: Any) -> None:
+    """Add ``demo``."""
+    from .demo.settings import DEFAULT_HOST, DEFAULT_PORT, ENVIRONMENT_HELP, HOST_ENV, PORT_ENV
+
+    demo = commands.add_parser(
+        "demo",
+        help="serve a ChatKit demo server and page on the stores",
+        description=DEMO_HELP,
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--host", help=f"address to listen on (${HOST_ENV}, else {DEFAULT_HOST})")
+    demo.add_argument(
+        "--port",
+        type=_port_number,
+        help=f"port (${PORT_ENV}, else {DEFAULT_PORT}); 0 takes a free one and prints it",
+    )
+    demo.add_argument(
+        "--check",
+        action="store_true",
+        help="no server: one protocol round trip on the configured backends, then exit",
+    )
+
+
+def _port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
 
 
 def _conformance(target: str, pytest_args: list[str]) -> int:
