@@ -112,18 +112,23 @@ async def orphan_items(store: SQLStore[Any]) -> int:
         return int((await conn.execute(text(query))).scalar_one())
 
 
-async def open_transactions(store: SQLStore[Any]) -> int:
-    """Sessions of this database with a transaction open (PostgreSQL, MySQL/MariaDB)."""
+async def busy_sessions(store: SQLStore[Any]) -> int:
+    """Other sessions of this database running a statement or inside a transaction.
+
+    Zero means every call the tests interrupted is over on the server too: nothing is left
+    idle in a transaction, and a COMMIT sent just before a cancellation has finished.
+    """
     if store.engine.dialect.name == "postgresql":
         query = (
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state LIKE 'idle in transaction%'"
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+            "AND state <> 'idle'"
         )
     else:
         query = (
-            "SELECT COUNT(*) FROM information_schema.innodb_trx x "
-            "JOIN information_schema.processlist p ON p.id = x.trx_mysql_thread_id "
-            "WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID()"
+            "SELECT COUNT(*) FROM information_schema.processlist p "
+            "WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID() AND (p.command <> 'Sleep' "
+            "OR p.id IN (SELECT trx_mysql_thread_id FROM information_schema.innodb_trx))"
         )
     async with store.engine.connect() as conn:
         return int((await conn.execute(text(query))).scalar_one())
