@@ -1,0 +1,161 @@
+"""Does a page cost the same deep in a long list? Our stores only, on bulk-loaded tables.
+
+- Items: a page near the start vs near the end of one 100,000-item thread (both orders).
+- Threads: ``load_threads`` for one tenant's 100 threads inside a table of 1,000,000 threads
+  (10,000 tenants) vs a table holding only that tenant's threads.
+
+The loaded tables are kept (a marker row names their sizes), so the next run skips the load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from chatkit.store import NotFoundError
+from chatkit.types import ThreadMetadata
+from sqlalchemy import text
+
+from chatkit_stores.testing import models
+
+from .bulk import ITEM_COLUMNS, THREAD_COLUMNS, empty_tables, load
+from .config import Config
+from .measure import Recorder, summary
+from .variants import Target, ours
+from .workload import PAGE
+
+TENANT = {"tenant_id": "scale"}
+MARKER = {"tenant_id": "__benchmark__"}
+TENANTS = 10_000
+"""How many tenants share the big threads table."""
+TENANT_THREADS = 100
+"""Threads of the measured tenant, spread evenly through the big table."""
+LONG = "thr_long"
+T0 = models.T0
+
+
+def _template(model: Any, placeholder: str) -> str:
+    """A model's JSON with ``placeholder`` as id and ``T0`` as created_at, to fill in by text."""
+    json = str(model.model_copy(update={"id": placeholder}).model_dump_json())
+    assert T0.isoformat() in json, "timestamps serialize as isoformat()"
+    return json
+
+
+def item_id(n: int) -> str:
+    """The id of the ``n``-th item of the long thread."""
+    return f"msg_{n:09d}"
+
+
+def thread_ids(count: int) -> list[str]:
+    """Ids of the measured tenant's threads, oldest first."""
+    return [f"thr_{n:09d}" for n in range(0, count, max(1, count // TENANT_THREADS))]
+
+
+def thread_rows(count: int, only_measured: bool) -> Iterator[tuple[Any, ...]]:
+    """``count`` threads, one second apart; every (count/100)-th belongs to the measured tenant."""
+    template = _template(models.thread(created_at=T0), "thr_TEMPLATE")
+    stride = max(1, count // TENANT_THREADS)
+    for n in range(0, count, stride if only_measured else 1):
+        at = T0 + timedelta(seconds=n)
+        tenant = TENANT["tenant_id"] if n % stride == 0 else f"tenant-{n % TENANTS}"
+        thread_id = f"thr_{n:09d}"
+        yield (
+            tenant,
+            thread_id,
+            at,
+            template.replace("thr_TEMPLATE", thread_id).replace(T0.isoformat(), at.isoformat()),
+        )
+
+
+def item_rows(count: int) -> Iterator[tuple[Any, ...]]:
+    """``count`` assistant messages of about 1 KB in the long thread, one second apart."""
+    message = models.assistant_message(LONG, T0, text="history " * 100)
+    template = _template(message, "msg_TEMPLATE")
+    for n in range(count):
+        at = T0 + timedelta(seconds=n)
+        data = template.replace("msg_TEMPLATE", item_id(n)).replace(T0.isoformat(), at.isoformat())
+        yield TENANT["tenant_id"], LONG, item_id(n), "assistant_message", at, data
+
+
+async def ensure_loaded(
+    store: Any,
+    target: Target,
+    threads: int,
+    items: int,
+    measured_only: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Bulk-load the scaling tables unless the marker says they already hold these sizes."""
+    marker = f"loaded-{threads}-threads-{items}-items-{measured_only}"
+    try:
+        await store.load_thread(marker, MARKER)
+        log(f"{target.backend}: {store.table_prefix}* already loaded ({marker})")
+        return
+    except NotFoundError:
+        pass
+    log(f"{target.backend}: loading {store.table_prefix}* ({marker})...")
+    await empty_tables(store)
+    prefix = store.table_prefix
+    await load(target, f"{prefix}threads", THREAD_COLUMNS, thread_rows(threads, measured_only))
+    await load(target, f"{prefix}items", ITEM_COLUMNS, item_rows(items))
+    async with store.engine.connect() as conn:  # fresh statistics for the planner
+        for table in (store.tables.threads, store.tables.items):
+            analyze = "ANALYZE TABLE" if target.backend == "mysql" else "ANALYZE"
+            await conn.execute(text(f"{analyze} {table.name}"))
+        await conn.commit()
+    await store.save_thread(ThreadMetadata(id=marker, created_at=T0), MARKER)
+
+
+async def run_scaling(target: Target, config: Config, log: Callable[[str], None]) -> dict[str, Any]:
+    """Page latencies at both ends of the long thread, and in the big vs the small table."""
+    if target.backend == "sqlite":  # kept between runs, beside the other caches
+        config.cache_dir.mkdir(parents=True, exist_ok=True)
+        target = Target("sqlite", f"sqlite:///{config.cache_dir / f'{config.prefix}scaling.db'}")
+    big = ours(target, f"{config.prefix}scale_", 2)
+    small = ours(target, f"{config.prefix}small_", 2)
+    n, count = config.scaling_items, config.scaling_threads
+    try:
+        for store in (big, small):
+            await store.create_schema()
+        await ensure_loaded(big, target, count, n, False, log)
+        await ensure_loaded(small, target, count, 0, True, log)
+        ids = thread_ids(count)
+        cases: dict[str, Callable[[], Awaitable[Any]]] = {
+            "items asc, start": lambda: big.load_thread_items(
+                LONG, item_id(PAGE - 1), PAGE, "asc", TENANT
+            ),
+            "items asc, end": lambda: big.load_thread_items(
+                LONG, item_id(n - 2 * PAGE - 1), PAGE, "asc", TENANT
+            ),
+            "items desc, start": lambda: big.load_thread_items(
+                LONG, item_id(n - PAGE), PAGE, "desc", TENANT
+            ),
+            "items desc, end": lambda: big.load_thread_items(
+                LONG, item_id(2 * PAGE), PAGE, "desc", TENANT
+            ),
+            "items, newest page": lambda: big.load_thread_items(LONG, None, PAGE, "desc", TENANT),
+            "threads, small table": lambda: small.load_threads(PAGE, ids[-PAGE], "desc", TENANT),
+            "threads, big table": lambda: big.load_threads(PAGE, ids[-PAGE], "desc", TENANT),
+        }
+        recorder = Recorder()
+        for _ in range(config.scaling_samples):  # interleaved, so noise hits every case alike
+            for name, call in cases.items():
+                page = await recorder(name, call())
+                assert len(page.data) == PAGE, f"{name}: {len(page.data)} rows"
+    finally:
+        await big.close()
+        await small.close()
+    cases_ms = {name: summary(samples) for name, samples in recorder.samples.items()}
+    median = {name: figures["median_ms"] for name, figures in cases_ms.items()}
+    log(f"{target.backend}: scaling done")
+    return {
+        "thread_items": n,
+        "threads": count,
+        "cases": cases_ms,
+        "items_end_vs_start": max(
+            median["items asc, end"] / median["items asc, start"],
+            median["items desc, end"] / median["items desc, start"],
+        ),
+        "threads_big_vs_small": median["threads, big table"] / median["threads, small table"],
+    }

@@ -1,0 +1,114 @@
+"""The store variants the benchmark compares, opened by name for a backend.
+
+- ``ours``: chatkit-stores ``SQLiteStore`` / ``PostgresStore`` / ``MySQLStore``.
+- ``raw``: (a) the same SQL on the bare driver, the physical limit.
+- ``orm``: (b) a typical hand-written SQLAlchemy ORM store.
+- ``naive``: (c) SQLite only, a blocking ``sqlite3.connect()`` per call.
+
+Every variant reads and writes the same tables (created by our migrations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+
+from .common import Context
+
+VARIANTS = {
+    "sqlite": ("ours", "raw", "orm", "naive"),
+    "postgresql": ("ours", "raw", "orm"),
+    "mysql": ("ours", "raw", "orm"),
+}
+"""The variants run on each backend; ``raw`` is the baseline every ratio divides by."""
+
+LABELS = {
+    "ours": "chatkit-stores",
+    "raw": "(a) raw driver",
+    "orm": "(b) SQLAlchemy ORM",
+    "naive": "(c) naive sqlite3",
+}
+
+
+class BenchStore(Protocol):
+    """The store calls the workload makes (a subset of ``chatkit.store.Store``)."""
+
+    async def load_thread(self, thread_id: str, context: Context) -> ThreadMetadata:
+        """Return a thread or raise NotFoundError."""
+
+    async def save_thread(self, thread: ThreadMetadata, context: Context) -> None:
+        """Insert or update a thread."""
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: Context
+    ) -> Page[ThreadMetadata]:
+        """A page of the tenant's threads."""
+
+    async def delete_thread(self, thread_id: str, context: Context) -> None:
+        """Delete a thread with its items and attachments."""
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
+        """Add an item to a thread."""
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: Context
+    ) -> Page[ThreadItem]:
+        """A page of a thread's items."""
+
+    async def save_attachment(self, attachment: Attachment, context: Context) -> None:
+        """Insert or update attachment metadata."""
+
+    async def load_attachment(self, attachment_id: str, context: Context) -> Attachment:
+        """Return attachment metadata or raise NotFoundError."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A database to benchmark: ``sqlite``, ``postgresql`` or ``mysql`` and a plain URL."""
+
+    backend: str
+    url: str
+
+    @property
+    def sqlite_path(self) -> str:
+        """The database file of a ``sqlite:///path`` URL."""
+        return self.url.removeprefix("sqlite:///")
+
+
+def ours(target: Target, prefix: str, pool_size: int) -> Any:
+    """Our store for the target (an ``SQLStore``, which also satisfies ``BenchStore``)."""
+    from chatkit_stores import SQLStore
+
+    options = {"pool_size": pool_size, "max_overflow": 0}
+    return SQLStore.from_url(target.url, table_prefix=prefix, engine_options=options)
+
+
+async def open_variant(name: str, target: Target, prefix: str, pool_size: int) -> BenchStore:
+    """Open the variant ``name`` on ``target``'s tables with ``prefix``."""
+    if name == "ours":
+        store: BenchStore = ours(target, prefix, pool_size)
+        return store
+    if name == "orm":
+        from .orm import OrmStore
+
+        return OrmStore(target.url, prefix, pool_size)
+    if name == "naive":
+        from .naive_sqlite import NaiveSQLiteStore
+
+        return NaiveSQLiteStore(target.sqlite_path, prefix)
+    if target.backend == "postgresql":
+        from .raw_pg import RawPostgresStore
+
+        return await RawPostgresStore.open(target.url, prefix, pool_size)
+    if target.backend == "mysql":
+        from .raw_mysql import RawMySQLStore
+
+        return await RawMySQLStore.open(target.url, prefix, pool_size)
+    from .raw_sqlite import RawSQLiteStore
+
+    return await RawSQLiteStore.open(target.sqlite_path, prefix, pool_size)

@@ -1,0 +1,86 @@
+"""The benchmark suite cannot rot: a tiny run on every backend, and the baselines agree with us.
+
+Performance targets are printed by the benchmark itself, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package of the repository
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.__main__ import main  # noqa: E402
+from benchmarks.report import OPERATIONS  # noqa: E402
+from benchmarks.variants import VARIANTS, Target, open_variant, ours  # noqa: E402
+from benchmarks.workload import make_script, replay  # noqa: E402
+
+PREFIX = "benchtest_"
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    if request.param == "sqlite":
+        return Target("sqlite", f"sqlite:///{tmp_path / 'bench.db'}")
+    fixture = "postgres_url" if request.param == "postgresql" else "mysql_url"
+    return Target(request.param, request.getfixturevalue(fixture))
+
+
+async def test_baselines_see_what_our_store_sees(target: Target) -> None:
+    admin = ours(target, PREFIX, 1)
+    await admin.create_schema()
+    await admin.close()
+    script = make_script()
+    seen = {}
+    for name in VARIANTS[target.backend]:
+        store = await open_variant(name, target, PREFIX, 2)
+        try:  # each variant in its own tenant of the same tables, with the same ids
+            seen[name] = await replay(store, script, f"replay-{name}-{id(script)}")
+        finally:
+            await store.close()
+    assert len(seen["ours"]) > 10
+    assert "NotFoundError" in seen["ours"]
+    for name, transcript in seen.items():
+        assert transcript == seen["ours"], f"{name} disagrees with our store"
+
+
+def test_tiny_run_on_every_backend(
+    tmp_path: Path, postgres_url: str, mysql_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    chart = tmp_path / "turns.png"
+    argv = [
+        "--backends=sqlite,postgresql,mysql",
+        f"--postgres-url={postgres_url}",
+        f"--mysql-url={mysql_url}",
+        f"--prefix={PREFIX}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--json={out}",
+        f"--chart={chart}",
+        "--tiny",
+    ]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["backends"]) == set(BACKENDS)
+    for backend, data in result["backends"].items():
+        assert data["server_version"]
+        assert set(data["variants"]) == set(VARIANTS[backend])
+        for figures in data["variants"].values():
+            assert set(figures["latency"]) == set(OPERATIONS)
+            assert all(f["n"] > 0 and f["median_ms"] > 0 for f in figures["latency"].values())
+            assert set(figures["throughput"]) == {"1", "3"}
+            assert all(f["turns_per_s"] > 0 for f in figures["throughput"].values())
+            assert {"latency", "1", "3"} <= set(figures["loop"])
+        scaling = result["scaling"][backend]
+        assert scaling["items_end_vs_start"] > 0 and scaling["threads_big_vs_small"] > 0
+    assert len(result["targets"]) == 4 * len(BACKENDS)
+    assert result["meta"]["python"] and result["meta"]["date"]
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    printed = capsys.readouterr().out
+    assert "turns/s" in printed and ("PASS" in printed or "FAIL" in printed)
