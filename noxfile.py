@@ -31,3 +31,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "src", "tests")
     session.run("ruff", "format", "--check", "src", "tests")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (python -m benchmarks): `nox -s bench -- --quick`; set the database URLs."""
+    session.install(".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

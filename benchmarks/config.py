@@ -28,7 +28,10 @@ class Config:
     browse_threads: int = 200
     long_thread: int = 1_000
     prefix: str = "bench_"
+    workload: bool = True
+    """Measure the variants (latency, turns/s, stalls)."""
     scaling: bool = True
+    """Measure how our page latency scales (long thread, big table)."""
     scaling_items: int = 100_000
     scaling_threads: int = 1_000_000
     scaling_samples: int = 200

@@ -180,7 +180,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"### {title}: latency per operation, 1 client\n\n{latency_table(result, backend)}"
         )
         parts.append(f"### {title}: turns/s, pool of {pool}\n\n{throughput_table(result, backend)}")
-    parts.append(f"### Event-loop stalls\n\n{stall_table(result)}")
+    if result["backends"]:
+        parts.append(f"### Event-loop stalls\n\n{stall_table(result)}")
     if result["scaling"]:
         ratios = "\n".join(
             f"- {BACKENDS[b]}: end/start {d['items_end_vs_start']:.2f}x, "

@@ -249,7 +249,8 @@ async def run(config: Config, command: str, log: Log = print) -> dict[str, Any]:
     }
     for backend in config.backends:
         target = config.target(backend)
-        result["backends"][backend] = await run_backend(target, config, log)
+        if config.workload:
+            result["backends"][backend] = await run_backend(target, config, log)
         if config.scaling:
             result["scaling"][backend] = await run_scaling(target, config, log)
     return result
