@@ -24,11 +24,13 @@ environment:
   UPLOAD_DIR          folder for attachment bytes (default {DEFAULT_UPLOAD_DIR})
   S3_BUCKET           keep attachment bytes in this S3 bucket instead (needs the s3 extra;
                       S3_ENDPOINT_URL, S3_PREFIX, AWS_* credentials as boto3 reads them)
-  {SECRET_ENV:<19} URL signing secret (>= 32 bytes; default: a new one per run)
+  {SECRET_ENV}
+                      URL signing secret (>= 32 bytes; default: a new one per run)
   OPENAI_API_KEY      answer with the Agents SDK (OPENAI_MODEL picks the model);
                       without it the demo answers offline with an echo
   PUBLIC_URL          the server's address as browsers see it (default http://HOST:PORT)
-  {HOST_ENV}, {PORT_ENV}   defaults for --host / --port
+  {HOST_ENV}, {PORT_ENV}
+                      defaults for --host and --port
 """
 
 
