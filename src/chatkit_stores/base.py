@@ -10,7 +10,14 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from chatkit.store import Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
-from .tenancy import MAX_KEY_LENGTH, TenantContext, TenantResolver, check_tenant, default_tenant
+from .tenancy import (
+    MAX_KEY_LENGTH,
+    TenantContext,
+    TenantResolver,
+    check_tenant,
+    default_tenant,
+    is_storable_key,
+)
 
 TContext = TypeVar("TContext")
 T = TypeVar("T")
@@ -92,15 +99,16 @@ class StoreBase(Store[TContext], Generic[TContext]):
 
 
 def is_key(value: object) -> bool:
-    """Whether ``value`` can be stored as an id: 1-255 characters, no NUL."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH and "\x00" not in value
+    """Whether ``value`` can be stored as an id: 1-255 characters, no NUL, valid unicode."""
+    return isinstance(value, str) and is_storable_key(value)
 
 
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it can be stored as an id, else raise ``ValueError``."""
     if not is_key(value):
         raise ValueError(
-            f"{what} must be a string of 1 to {MAX_KEY_LENGTH} characters without NUL, "
+            f"{what} must be a string of 1 to {MAX_KEY_LENGTH} characters of valid unicode "
+            "without NUL, "
             f"got {value!r:.80}"
         )
     return value

@@ -114,6 +114,8 @@ class MemoryStore(StoreBase[TContext]):
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or replace attachment metadata."""
         key = (self.tenant_of(context), check_id(attachment.id, "attachment id"))
+        if attachment.thread_id is not None:
+            check_id(attachment.thread_id, "thread id")
         self._attachments[key] = attachment.model_copy(deep=True)
         self._attachment_created.setdefault(key, position(datetime.now(timezone.utc)))
 

@@ -64,12 +64,29 @@ def check_tenant(value: Any, *, source: str = "resolver") -> str:
             f"The tenant from {source} must be a non-empty string, got {value!r}. "
             + _HOW_TO_CONFIGURE
         )
-    if len(value) > MAX_KEY_LENGTH or "\x00" in value:
+    if not is_storable_key(value):
         raise TenantError(
             f"The tenant from {source} must be at most {MAX_KEY_LENGTH} characters "
-            "without NUL characters."
+            "of valid unicode without NUL characters."
         )
     return value
+
+
+def is_storable_key(value: str) -> bool:
+    """Whether ``value`` can key a row: 1-255 characters, no NUL, encodable as UTF-8.
+
+    Lone surrogates (``"\\ud800"``, which ``json.loads`` accepts) cannot be encoded, and
+    database drivers fail on them with their own errors.
+    """
+    if not 0 < len(value) <= MAX_KEY_LENGTH or "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _field(context: Any, name: str) -> Any:

@@ -116,32 +116,37 @@ async def _multipart_file(
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UploadRejected("send multipart/form-data with a 'file' field", 415)
-    state: dict[str, Any] = {"headers": [], "field": b"", "name": None, "found": False}
+    state: dict[str, Any] = {"field": b"", "value": b"", "name": None, "found": False}
     pending: list[bytes] = []
 
+    # A header can arrive in pieces (the body streams in network-sized chunks): collect the
+    # field and the value, and read them once the header ends.
     def on_header_field(data: bytes, start: int, end: int) -> None:
         state["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        field = state["field"].lower()
-        if field == b"content-disposition":
-            state["name"] = parse_options_header(data[start:end])[1].get(b"name")
-        elif field == b"content-type":
-            state["type"] = data[start:end].decode("latin-1")
+        state["value"] += data[start:end]
 
     def on_header_end() -> None:
-        state["field"] = b""
+        field, value = state["field"].lower(), state["value"]
+        if field == b"content-disposition":
+            state["name"] = parse_options_header(value)[1].get(b"name")
+        elif field == b"content-type":
+            state["type"] = value.decode("latin-1")
+        state["field"] = state["value"] = b""
 
     def on_part_begin() -> None:
         state["name"] = state["type"] = None
 
     def on_headers_finished() -> None:
         if state["name"] == b"file":
+            if state["found"]:  # a second file would be appended to the first
+                raise UploadRejected("the multipart body has more than one 'file' field", 400)
             check_type(state["type"])
+            state["found"] = True
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["name"] == b"file":
-            state["found"] = True
             pending.append(data[start:end])
 
     parser = MultipartParser(

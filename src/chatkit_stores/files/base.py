@@ -24,7 +24,7 @@ from chatkit.types import (
 )
 from pydantic import AnyUrl
 
-from ..base import StoreBase, check_id
+from ..base import StoreBase, check_id, is_key
 from ..tenancy import TenantContext, TenantResolver, check_tenant, default_tenant
 
 TContext = TypeVar("TContext")
@@ -123,7 +123,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete the bytes of one of the context's attachments; others' ids do nothing."""
-        await self._delete(self.tenant_of(context), [attachment_id])
+        await self.delete_bytes(self.tenant_of(context), [attachment_id])
 
     # direct uploads and reading back
 
@@ -156,7 +156,10 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
     def open(self, attachment_id: str, context: TContext) -> AsyncIterator[bytes]:
         """Stream an attachment's bytes (raises ``NotFoundError`` when iterated, if missing)."""
-        return self._chunks(self.tenant_of(context), attachment_id)
+        tenant = self.tenant_of(context)
+        if not is_key(attachment_id):  # no upload could have this id
+            return _missing(attachment_id)
+        return self._chunks(tenant, attachment_id)
 
     async def read(self, attachment_id: str, context: TContext) -> bytes:
         """Return an attachment's bytes (for ``attachment_to_message_content``)."""
@@ -220,7 +223,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
     async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
         """Delete the bytes of attachments whose metadata is gone (``delete_thread``)."""
-        await self._delete(tenant, attachment_ids)
+        await self._delete(tenant, [a for a in attachment_ids if is_key(a)])
 
     # checks and helpers
 
@@ -290,6 +293,11 @@ class AsyncReadable(Protocol):
 
 
 READ_CHUNK = 256 * 1024
+
+
+async def _missing(attachment_id: str) -> AsyncIterator[bytes]:
+    raise NotFoundError(f"Attachment {attachment_id!r:.80} has no stored bytes")
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 async def _as_chunks(content: bytes | AsyncIterable[bytes] | AsyncReadable) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ from chatkit.store import NotFoundError, Store
 from chatkit.types import AttachmentUploadDescriptor
 from pydantic import AnyUrl
 
+from ..base import check_id
 from ..tenancy import TenantResolver
 from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
 from .signing import Grant, Signer
@@ -123,7 +124,10 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
 
     def download_url(self, attachment_id: str, context: TContext, ttl: int = 3600) -> str:
         """A signed URL that downloads one of the context's attachments."""
-        return self.signed_url("files", "GET", self.tenant_of(context), attachment_id, ttl)
+        tenant = self.tenant_of(context)
+        return self.signed_url(
+            "files", "GET", tenant, check_id(attachment_id, "attachment id"), ttl
+        )
 
     def signed_url(self, route: str, method: str, tenant: str, attachment_id: str, ttl: int) -> str:
         """``base_url/route/id?signature`` granting ``method`` for ``ttl`` seconds."""

@@ -26,6 +26,7 @@ from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, AttachmentCreateParams, AttachmentUploadDescriptor
 from pydantic import AnyUrl
 
+from ..base import check_id
 from ..tenancy import TenantResolver
 from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
 
@@ -133,7 +134,7 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
 
     def download_url(self, attachment_id: str, context: TContext, ttl: int = 3600) -> str:
         """A presigned URL that downloads one of the context's attachments."""
-        key = self.key(self.tenant_of(context), attachment_id)
+        key = self.key(self.tenant_of(context), check_id(attachment_id, "attachment id"))
         return self._presign(
             "get_object", {"Key": key, "ResponseContentDisposition": "attachment"}, ttl
         )
