@@ -3,7 +3,7 @@
 Every row a store writes is keyed by tenant first. The tenant comes from the ChatKit request
 context through a *resolver*: a callable ``context -> str``. The default reads ``tenant_id``,
 else ``user_id``, as a mapping key or an attribute, so dicts, dataclasses and pydantic models
-all work. A context without a tenant raises :class:`TenantError` before anything is read or
+all work. A context without a tenant raises ``TenantError`` before anything is read or
 written.
 """
 
@@ -56,7 +56,7 @@ def single_tenant(name: str = "default") -> TenantResolver:
 
 
 def check_tenant(value: Any, *, source: str = "resolver") -> str:
-    """Return ``value`` if it is a usable tenant key, else raise :class:`TenantError`."""
+    """Return ``value`` if it is a usable tenant key, else raise ``TenantError``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value:

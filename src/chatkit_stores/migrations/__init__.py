@@ -3,7 +3,7 @@
 They keep their own version table (``{prefix}stores_alembic_version``, by default
 ``chatkit_stores_alembic_version``), so they live beside an application's own Alembic history
 without touching its ``alembic_version``. Run them with ``chatkit-stores migrate URL``, with
-``await migrate(engine_or_url)``, or from your own ``env.py`` with :func:`upgrade_with`.
+``await migrate(engine_or_url)``, or from your own ``env.py`` with ``upgrade_with``.
 
 Every function takes ``version_locations``: directories of further revision scripts used
 together with the shipped ones (their first revision must revise the shipped head). The test
