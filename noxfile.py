@@ -38,3 +38,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (python -m benchmarks): `nox -s bench -- --quick`; set the database URLs."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any warning (broken link, missing example) fails it."""
+    session.install(".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(session.create_tmp() + "/site"))
