@@ -678,11 +678,17 @@ def _must_succeed(upload: Upload, upload_method: str) -> bool:
     )
 
 
-def _may_succeed(upload: Upload) -> bool:
+def _may_succeed(upload: Upload, upload_method: str) -> bool:
+    """Whether ``upload`` may be accepted: signed, routed, and (POST) well-formed multipart."""
+    well_formed = upload_method == "PUT" or (
+        upload.body == "multipart" and upload.content_type == "multipart"
+    )
     return (
         upload.method == "own"
         and upload.signature in VALID_SIGNATURES
         and upload.path in ("exact", "encoded")
+        and well_formed
+        and not upload.disconnect
     )
 
 
@@ -759,7 +765,8 @@ def test_upload_endpoint(
                 assert status >= 400, f"{upload}: {status}"
                 assert not done[owner] and not on_disk[owner], f"{upload}: {status} but written"
             else:
-                assert _may_succeed(upload), f"{upload} was accepted: {answer[:200]!r}"
+                accepted = f"{upload} was accepted: {answer[:200]!r}"
+                assert _may_succeed(upload, upload_method), accepted
                 assert done[owner] and on_disk[owner]
                 stored = disk.path(owner, attachment_id).read_bytes()
                 sent = upload.payload if upload_method == "POST" else body  # PUT: the raw body
@@ -833,11 +840,10 @@ async def test_part_headers_split_across_chunks(tmp_path: Path, chunk: int) -> N
     assert status == 415 and _files_under(disk.root) == []
 
 
-async def test_a_second_file_field_is_refused(tmp_path: Path) -> None:
-    """Two ``file`` fields are refused (400), not stored one after the other."""
-    status, disk, attachment_id = await _one_upload(
-        tmp_path, _valid_upload(body="two file fields"), 1 << 20
-    )
+@pytest.mark.parametrize("body", ["two file fields", "no closing boundary"])
+async def test_malformed_multipart_is_refused(tmp_path: Path, body: str) -> None:
+    """Two ``file`` fields, or a body cut before its closing boundary: 400, nothing stored."""
+    status, disk, attachment_id = await _one_upload(tmp_path, _valid_upload(body=body), 1 << 20)
     assert status == 400 and _files_under(disk.root) == []
     pending = await disk.store.load_attachment(attachment_id, {"user_id": "alice"})
     assert pending.upload_descriptor is not None
