@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from chatkit.store import Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
+from .audit import AuditHook
+from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry, sql_attributes
+from .telemetry import DEFAULT as DEFAULT_TELEMETRY
 from .tenancy import (
     MAX_KEY_LENGTH,
     TenantContext,
@@ -39,16 +42,30 @@ class LinkedAttachmentStore(Protocol):
 
 
 class StoreBase(Store[TContext], Generic[TContext]):
-    """Tenant resolution, 128-bit ids and page-argument rules shared by all stores."""
+    """Tenant resolution, 128-bit ids, page-argument rules and observability shared by all stores.
+
+    ``audit``: a hook called with an ``AuditEvent`` for deletes (see ``chatkit_stores.audit``).
+    ``telemetry``: where spans and durations go; ``None`` follows the global OpenTelemetry
+    providers (see ``chatkit_stores.telemetry``). Both can also be set as attributes later.
+    """
+
+    telemetry_profile: ClassVar[Profile] = STORE_PROFILE
 
     def __init__(
-        self, *, tenant: TenantResolver | None = None, max_page_size: int = DEFAULT_MAX_PAGE_SIZE
+        self,
+        *,
+        tenant: TenantResolver | None = None,
+        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        audit: AuditHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_page_size < 1:
             raise ValueError(f"max_page_size must be at least 1, got {max_page_size}")
         self._resolve_tenant: TenantResolver = tenant or default_tenant
         self.max_page_size = max_page_size
         self.attachment_store: LinkedAttachmentStore | None = None
+        self.audit: AuditHook | None = audit
+        self.telemetry: Telemetry = telemetry if telemetry is not None else DEFAULT_TELEMETRY
 
     def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:
         """Delete bytes with ``delete_thread`` and refresh preview URLs on load."""
@@ -88,6 +105,17 @@ class StoreBase(Store[TContext], Generic[TContext]):
         """Delete the bytes of attachments whose metadata was just deleted."""
         if self.attachment_store is not None:
             await self.attachment_store.delete_bytes(tenant, attachment_ids)
+
+    def telemetry_attributes(self) -> Attributes:
+        """Span attributes naming the database: ``db.system.name``, ``server.*`` when known."""
+        engine = getattr(self, "engine", None)
+        if engine is None:
+            return {DB_SYSTEM_NAME: "other_sql"}
+        return sql_attributes(engine)
+
+    def collection_name(self, collection: str) -> str:
+        """The table behind ``threads``, ``items`` or ``attachments`` (with the table prefix)."""
+        return f"{getattr(self, 'table_prefix', '')}{collection}"
 
     def page_size(self, limit: int, order: str) -> int:
         """Validate ``order`` and ``limit``; return ``limit`` clamped to ``max_page_size``."""

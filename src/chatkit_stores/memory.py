@@ -11,7 +11,9 @@ from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import BaseModel
 
+from .audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
 from .base import StoreBase, TContext, check_id, make_page, position, thread_metadata
+from .telemetry import DB_SYSTEM_NAME, Attributes, Telemetry, traced
 from .tenancy import TenantResolver
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,8 +30,17 @@ class _Row(Generic[M]):
 class MemoryStore(StoreBase[TContext]):
     """Keeps everything in dicts; same semantics as the SQL stores, no I/O, nothing persisted."""
 
-    def __init__(self, *, tenant: TenantResolver | None = None, max_page_size: int = 1000) -> None:
-        super().__init__(tenant=tenant, max_page_size=max_page_size)
+    def __init__(
+        self,
+        *,
+        tenant: TenantResolver | None = None,
+        max_page_size: int = 1000,
+        audit: AuditHook | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        super().__init__(
+            tenant=tenant, max_page_size=max_page_size, audit=audit, telemetry=telemetry
+        )
         self._threads: dict[tuple[str, str], _Row[ThreadMetadata]] = {}
         self._items: dict[tuple[str, str, str], _Row[ThreadItem]] = {}
         self._attachments: dict[tuple[str, str], Attachment] = {}
@@ -38,11 +49,13 @@ class MemoryStore(StoreBase[TContext]):
 
     # threads
 
+    @traced("threads")
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Insert or replace a thread; an existing thread keeps its place."""
         key = (self.tenant_of(context), check_id(thread.id, "thread id"))
         self._upsert(self._threads, key, thread_metadata(thread))
 
+    @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return a copy of the thread, or raise ``NotFoundError``."""
         row = self._threads.get((self.tenant_of(context), thread_id))
@@ -50,6 +63,7 @@ class MemoryStore(StoreBase[TContext]):
             raise NotFoundError(f"Thread {thread_id} not found")
         return row.model.model_copy(deep=True)
 
+    @traced("threads")
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
@@ -59,6 +73,8 @@ class MemoryStore(StoreBase[TContext]):
         rows = [row for (t, _), row in self._threads.items() if t == tenant]
         return _page(rows, after, size, order)
 
+    @traced("threads")
+    @audited(THREAD_DELETE)
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Remove the thread, its items and its attachments' metadata."""
         tenant = self.tenant_of(context)
@@ -76,16 +92,19 @@ class MemoryStore(StoreBase[TContext]):
 
     # items
 
+    @traced("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Add an item; adding the same id again replaces it in place (safe to retry)."""
         await self.save_item(thread_id, item, context)
 
+    @traced("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
         tenant = self.tenant_of(context)
         key = (tenant, check_id(thread_id, "thread id"), check_id(item.id, "item id"))
         self._upsert(self._items, key, item)
 
+    @traced("items")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return a copy of the item, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -94,6 +113,7 @@ class MemoryStore(StoreBase[TContext]):
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
         return await self.present_item(tenant, row.model.model_copy(deep=True))
 
+    @traced("items")
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
     ) -> Page[ThreadItem]:
@@ -105,12 +125,14 @@ class MemoryStore(StoreBase[TContext]):
         page.data = [await self.present_item(tenant, item) for item in page.data]
         return page
 
+    @traced("items")
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Remove one item; a missing item is a no-op."""
         self._items.pop((self.tenant_of(context), thread_id, item_id), None)
 
     # attachments
 
+    @traced("attachments")
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or replace attachment metadata."""
         key = (self.tenant_of(context), check_id(attachment.id, "attachment id"))
@@ -119,6 +141,7 @@ class MemoryStore(StoreBase[TContext]):
         self._attachments[key] = attachment.model_copy(deep=True)
         self._attachment_created.setdefault(key, position(datetime.now(timezone.utc)))
 
+    @traced("attachments")
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return a copy of the attachment metadata, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -127,10 +150,13 @@ class MemoryStore(StoreBase[TContext]):
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return await self.present_attachment(tenant, attachment.model_copy(deep=True))
 
+    @traced("attachments")
+    @audited(ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Remove attachment metadata; a missing attachment is a no-op."""
         self._attachments.pop((self.tenant_of(context), attachment_id), None)
 
+    @traced("attachments")
     async def orphaned_attachments(
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
@@ -144,6 +170,10 @@ class MemoryStore(StoreBase[TContext]):
             and created < cutoff
         ]
         return [key for _, key in sorted(orphans)[:limit]]
+
+    def telemetry_attributes(self) -> Attributes:
+        """``db.system.name`` is ``memory``."""
+        return {DB_SYSTEM_NAME: "memory"}
 
     def _upsert(self, table: dict[K, _Row[M]], key: K, model: M) -> None:
         existing = table.get(key)

@@ -15,9 +15,12 @@ from urllib.parse import quote
 
 from chatkit.store import NotFoundError
 
+from ..audit import BYTES_READ, BYTES_UPLOAD, audit_scope
 from ..tenancy import TenantContext
 from .base import PREVIEW_TYPES, UploadRejected
 from .signing import SignatureError
+
+SIGNED_URL = "signed_url"
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -40,11 +43,18 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
     """Build the upload/download app for ``disk``."""
 
     async def upload(request: Request) -> Response:
+        with audit_scope(SIGNED_URL):
+            return await _upload(request)
+
+    async def _upload(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
         if request.method != disk.upload_method:
             return _error(403, f"this URL accepts {disk.upload_method} only")
+        tenant: str | None = None
+        receiving = False  # from then on, receive() audits the upload itself
         try:
             grant = disk.signer.verify(request.method, attachment_id, dict(request.query_params))
+            tenant = grant.tenant
             declared = _content_length(request.headers.get("content-length"))
             if declared > disk.max_bytes + _MULTIPART_SLACK:
                 raise UploadRejected("the upload is larger than the limit", 413)
@@ -53,30 +63,34 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
                 chunks: AsyncIterator[bytes] = request.stream()
             else:
                 chunks = _multipart_file(request, lambda t: _check_declared_type(disk, t))
+            receiving = True
             attachment = await disk.receive(grant.tenant, attachment_id, chunks)
-        except SignatureError as error:
-            return _error(403, str(error))
-        except NotFoundError:
-            return _error(404, "no such attachment")
-        except UploadRejected as error:
-            return _error(error.status, str(error))
-        except ClientDisconnect:
-            return _error(400, "the client went away before the upload finished")
-        except ValueError as error:
-            return _error(400, str(error))
+        except BaseException as error:
+            if not receiving:
+                await disk.emit_audit(BYTES_UPLOAD, tenant, attachment_id, error)
+            return _upload_error(error)
         return JSONResponse(attachment.model_dump(mode="json", exclude={"metadata"}))
 
     async def download(request: Request) -> Response:
+        with audit_scope(SIGNED_URL):
+            return await _download(request)
+
+    async def _download(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
+        tenant: str | None = None
+        chunks: AsyncIterator[bytes] | None = None  # once opened, open() audits the read
         try:
             grant = disk.signer.verify("GET", attachment_id, dict(request.query_params))
+            tenant = grant.tenant
             context: Any = TenantContext(grant.tenant)
             attachment = await disk.store.load_attachment(attachment_id, context)
             chunks = disk.open(attachment_id, context)
             first = await anext(chunks, b"")  # raises NotFoundError before headers go out
-        except SignatureError as error:
-            return _error(403, str(error))
-        except NotFoundError:
+        except (SignatureError, NotFoundError) as error:
+            if chunks is None:
+                await disk.emit_audit(BYTES_READ, tenant, attachment_id, error)
+            if isinstance(error, SignatureError):
+                return _error(403, str(error))
             return _error(404, "no such file")
         inline = attachment.mime_type in PREVIEW_TYPES
         headers = {
@@ -97,6 +111,21 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
             Route("/files/{attachment_id}", download, methods=["GET"]),
         ]
     )
+
+
+def _upload_error(error: BaseException) -> Response:
+    """The answer to a failed upload; unexpected errors propagate."""
+    if isinstance(error, SignatureError):
+        return _error(403, str(error))
+    if isinstance(error, NotFoundError):
+        return _error(404, "no such attachment")
+    if isinstance(error, UploadRejected):
+        return _error(error.status, str(error))
+    if isinstance(error, ClientDisconnect):
+        return _error(400, "the client went away before the upload finished")
+    if isinstance(error, ValueError):
+        return _error(400, str(error))
+    raise error
 
 
 _MULTIPART_SLACK = 64 * 1024

@@ -12,7 +12,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
@@ -24,7 +24,31 @@ from chatkit.types import (
 )
 from pydantic import AnyUrl
 
+from ..audit import (
+    BYTES_DELETE,
+    BYTES_UPLOAD,
+    OK,
+    AuditEvent,
+    AuditHook,
+    audit_scope,
+    audited_stream,
+    clip,
+    current_via,
+    emit,
+    error_name,
+    outcome_of,
+)
 from ..base import StoreBase, check_id, is_key
+from ..telemetry import (
+    ATTACHMENTS_BACKEND,
+    ATTACHMENTS_PROFILE,
+    Attributes,
+    Profile,
+    Telemetry,
+    traced,
+    traced_stream,
+)
+from ..telemetry import DEFAULT as DEFAULT_TELEMETRY
 from ..tenancy import TenantContext, TenantResolver, check_tenant, default_tenant
 
 TContext = TypeVar("TContext")
@@ -44,7 +68,14 @@ class UploadRejected(ValueError):
 
 
 class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
-    """Limits, ids, attachment models and metadata updates shared by disk and S3."""
+    """Limits, ids, attachment models and metadata updates shared by disk and S3.
+
+    ``audit`` and ``telemetry`` default to those of the linked store (when it is one of this
+    package's); see ``docs/observability.md``.
+    """
+
+    telemetry_profile: ClassVar[Profile] = ATTACHMENTS_PROFILE
+    backend: ClassVar[str] = "attachments"
 
     def __init__(
         self,
@@ -55,6 +86,8 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         allowed_mime_types: Collection[str] | None = None,
         preview_ttl: int = 3600,
         upload_ttl: int = 900,
+        audit: AuditHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -65,6 +98,8 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         )
         self.preview_ttl = preview_ttl
         self.upload_ttl = upload_ttl
+        self._audit = audit
+        self._telemetry = telemetry
         if tenant is not None:
             self._resolve_tenant = tenant
         elif isinstance(store, StoreBase):
@@ -73,6 +108,34 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
             self._resolve_tenant = default_tenant
         if isinstance(store, StoreBase):
             store.link_attachment_store(self)
+
+    @property
+    def audit(self) -> AuditHook | None:
+        """The audit hook: this store's own, else the linked metadata store's."""
+        if self._audit is None and isinstance(self.store, StoreBase):
+            return self.store.audit
+        return self._audit
+
+    @audit.setter
+    def audit(self, hook: AuditHook | None) -> None:
+        self._audit = hook
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Where spans go: this store's own, else the linked metadata store's, else global."""
+        if self._telemetry is not None:
+            return self._telemetry
+        if isinstance(self.store, StoreBase):
+            return self.store.telemetry
+        return DEFAULT_TELEMETRY
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Telemetry | None) -> None:
+        self._telemetry = telemetry
+
+    def telemetry_attributes(self) -> Attributes:
+        """Span attributes naming the backend (and, for S3, bucket and endpoint)."""
+        return {ATTACHMENTS_BACKEND: self.backend}
 
     # what each backend provides
 
@@ -110,6 +173,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         """Return a new ``atc_`` id with 128 random bits."""
         return f"atc_{uuid.uuid4().hex}"
 
+    @traced()
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
@@ -121,12 +185,19 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         descriptor = self._upload_descriptor(tenant, attachment_id, mime_type)
         return self._attachment(tenant, attachment_id, input.name, mime_type, descriptor)
 
+    @traced()
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete the bytes of one of the context's attachments; others' ids do nothing."""
-        await self.delete_bytes(self.tenant_of(context), [attachment_id])
+        try:
+            tenant = self.tenant_of(context)
+        except Exception as error:
+            await self.emit_audit(BYTES_DELETE, None, attachment_id, error)
+            raise
+        await self.delete_bytes(tenant, [attachment_id])
 
     # direct uploads and reading back
 
+    @traced()
     async def upload(
         self,
         content: bytes | AsyncIterable[bytes] | AsyncReadable,
@@ -144,58 +215,86 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         tenant = self.tenant_of(context)
         mime_type = self.check_mime_type(mime_type)
         attachment_id = self.generate_attachment_id(mime_type, context)
-        await self._write(tenant, attachment_id, mime_type, _as_chunks(content))
-        attachment = self._attachment(tenant, attachment_id, name, mime_type, None)
-        attachment.thread_id = None if thread_id is None else check_id(thread_id, "thread id")
         try:
-            await self.store.save_attachment(attachment, context)
-        except BaseException:
-            await self._delete(tenant, [attachment_id])
+            await self._write(tenant, attachment_id, mime_type, _as_chunks(content))
+            attachment = self._attachment(tenant, attachment_id, name, mime_type, None)
+            attachment.thread_id = None if thread_id is None else check_id(thread_id, "thread id")
+            try:
+                await self.store.save_attachment(attachment, context)
+            except BaseException:
+                await self._delete(tenant, [attachment_id])
+                raise
+        except BaseException as error:
+            await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, error)
             raise
+        await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, None)
         return attachment
 
+    @traced_stream()
     def open(self, attachment_id: str, context: TContext) -> AsyncIterator[bytes]:
-        """Stream an attachment's bytes (raises ``NotFoundError`` when iterated, if missing)."""
+        """Stream an attachment's bytes (raises ``NotFoundError`` when iterated, if missing).
+
+        Audited (``attachment.bytes.read``) when the first chunk is read.
+        """
         tenant = self.tenant_of(context)
         if not is_key(attachment_id):  # no upload could have this id
-            return _missing(attachment_id)
-        return self._chunks(tenant, attachment_id)
+            chunks = _missing(attachment_id)
+        else:
+            chunks = self._chunks(tenant, attachment_id)
+        return audited_stream(
+            self.audit,
+            chunks,
+            tenant=tenant,
+            store=type(self).__name__,
+            attachment_id=attachment_id,
+        )
 
+    @traced()
     async def read(self, attachment_id: str, context: TContext) -> bytes:
         """Return an attachment's bytes (for ``attachment_to_message_content``)."""
         return b"".join([chunk async for chunk in self.open(attachment_id, context)])
 
     # two-phase uploads arriving, and presenting metadata
 
+    @traced()
     async def receive(
         self, tenant: str, attachment_id: str, chunks: AsyncIterable[bytes]
     ) -> Attachment:
-        """Store a two-phase upload's bytes and mark its metadata uploaded."""
-        context: Any = TenantContext(tenant)
-        attachment = await self.store.load_attachment(attachment_id, context)
-        if attachment.upload_descriptor is None:
-            raise UploadRejected("this attachment was already uploaded", 409)
-        await self._write(tenant, attachment_id, attachment.mime_type, chunks)
-        done = self._finished(tenant, attachment)
-        await self.store.save_attachment(done, context)
+        """Store a two-phase upload's bytes and mark its metadata uploaded (audited)."""
+        try:
+            context: Any = TenantContext(tenant)
+            attachment = await self.store.load_attachment(attachment_id, context)
+            if attachment.upload_descriptor is None:
+                raise UploadRejected("this attachment was already uploaded", 409)
+            await self._write(tenant, attachment_id, attachment.mime_type, chunks)
+            done = self._finished(tenant, attachment)
+            await self.store.save_attachment(done, context)
+        except BaseException as error:
+            await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, error)
+            raise
+        await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, None)
         return done
 
+    @traced()
     async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         """Return the attachment as it should be shown now: fresh preview URL, upload state.
 
-        With ``check``, a pending two-phase upload whose bytes have arrived is completed.
+        With ``check``, a pending two-phase upload whose bytes have arrived is completed
+        (audited as an upload ``via="presigned_url"``).
         """
         if attachment.upload_descriptor is not None:
             if not check or not await self._has_bytes(tenant, attachment.id):
                 return attachment
             done = self._finished(tenant, attachment)
             await self.store.save_attachment(done, TenantContext(tenant))  # type: ignore[arg-type]
+            await self.emit_audit(BYTES_UPLOAD, tenant, attachment.id, None, via="presigned_url")
             return done
         if isinstance(attachment, ImageAttachment):
             url = AnyUrl(self._preview_url(tenant, attachment.id))
             return attachment.model_copy(update={"preview_url": url})
         return attachment
 
+    @traced()
     async def delete_orphans(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Delete attachments (bytes and metadata) never put in a thread within ``older_than``.
 
@@ -208,22 +307,52 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         cutoff = datetime.now(timezone.utc) - older_than
         deleted = 0
         previous: list[tuple[str, str]] = []
-        while batch := await find(cutoff, limit=500):
-            if batch == previous:  # the store did not delete them: stop instead of looping
-                raise RuntimeError(
-                    f"{type(self.store).__name__}.delete_attachment left orphans in place "
-                    f"(e.g. {batch[0]}); does its tenant resolver accept TenantContext?"
-                )
-            for tenant, attachment_id in batch:
-                await self._delete(tenant, [attachment_id])
-                await self.store.delete_attachment(attachment_id, TenantContext(tenant))  # type: ignore[arg-type]
-            deleted += len(batch)
-            previous = batch
+        with audit_scope("orphans"):
+            while batch := await find(cutoff, limit=500):
+                if batch == previous:  # the store did not delete them: stop instead of looping
+                    raise RuntimeError(
+                        f"{type(self.store).__name__}.delete_attachment left orphans in place "
+                        f"(e.g. {batch[0]}); does its tenant resolver accept TenantContext?"
+                    )
+                for tenant, attachment_id in batch:
+                    await self.delete_bytes(tenant, [attachment_id])
+                    await self.store.delete_attachment(attachment_id, TenantContext(tenant))  # type: ignore[arg-type]
+                deleted += len(batch)
+                previous = batch
         return deleted
 
+    @traced()
     async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
-        """Delete the bytes of attachments whose metadata is gone (``delete_thread``)."""
-        await self._delete(tenant, [a for a in attachment_ids if is_key(a)])
+        """Delete the bytes of attachments whose metadata is gone (``delete_thread``); audited."""
+        ids = list(attachment_ids)
+        try:
+            await self._delete(tenant, [a for a in ids if is_key(a)])
+        except BaseException as error:
+            for attachment_id in ids:
+                await self.emit_audit(BYTES_DELETE, tenant, attachment_id, error)
+            raise
+        for attachment_id in ids:
+            await self.emit_audit(BYTES_DELETE, tenant, attachment_id, None)
+
+    async def emit_audit(
+        self,
+        action: str,
+        tenant: str | None,
+        attachment_id: str,
+        error: BaseException | None,
+        via: str | None = None,
+    ) -> None:
+        """Emit one audit event about an attachment (``error``: the operation failed)."""
+        event = AuditEvent(
+            action,
+            OK if error is None else outcome_of(error),
+            tenant,
+            type(self).__name__,
+            via or current_via(),
+            attachment_id=clip(attachment_id),
+            error=error_name(error),
+        )
+        await emit(self.audit, event, failing=error is not None)
 
     # checks and helpers
 

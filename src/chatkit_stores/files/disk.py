@@ -61,6 +61,8 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
         self.signer = Signer(secret)
         self.upload_method = upload_method
 
+    backend = "disk"
+
     def asgi_app(self) -> ASGIApp:
         """The Starlette app for signed uploads and downloads; mount it at ``base_url``."""
         from .asgi import disk_app

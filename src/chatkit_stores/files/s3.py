@@ -21,12 +21,14 @@ import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Coroutine, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, AttachmentCreateParams, AttachmentUploadDescriptor
 from pydantic import AnyUrl
 
 from ..base import check_id
+from ..telemetry import SERVER_ADDRESS, SERVER_PORT, Attributes, traced
 from ..tenancy import TenantResolver
 from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
 
@@ -101,6 +103,20 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
         self._client = client
         self._client_lock = threading.Lock()
 
+    backend = "s3"
+
+    def telemetry_attributes(self) -> Attributes:
+        """``aws.s3.bucket``, and ``server.*`` of a custom ``endpoint_url``."""
+        attributes: Attributes = {**super().telemetry_attributes(), "aws.s3.bucket": self.bucket}
+        if self.endpoint_url:
+            endpoint = urlsplit(self.endpoint_url)
+            if endpoint.hostname:
+                attributes[SERVER_ADDRESS] = endpoint.hostname
+                attributes[SERVER_PORT] = endpoint.port or (
+                    443 if endpoint.scheme == "https" else 80
+                )
+        return attributes
+
     # keys and the client
 
     def tenant_prefix(self, tenant: str) -> str:
@@ -141,6 +157,7 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
 
     # ChatKit's AttachmentStore and AttachmentStoreBase entry points that sign URLs
 
+    @traced()
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
@@ -148,6 +165,7 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
         await self.get_client()
         return await super().create_attachment(input, context)
 
+    @traced()
     async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         """Return the attachment with a fresh presigned preview URL and its upload state."""
         await self.get_client()
