@@ -10,14 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .audit import AuditError, AuditEvent, AuditHook
     from .files import DiskAttachmentStore, S3AttachmentStore, UploadRejected
     from .memory import MemoryStore
     from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
+    from .telemetry import Telemetry
     from .tenancy import TenantError, TenantResolver, default_tenant, single_tenant
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AuditError": ".audit",
+    "AuditEvent": ".audit",
+    "AuditHook": ".audit",
     "DiskAttachmentStore": ".files",
     "S3AttachmentStore": ".files",
     "UploadRejected": ".files",
@@ -27,6 +32,7 @@ _EXPORTS = {
     "SQLStore": ".sql",
     "SQLiteStore": ".sql",
     "SchemaMissingError": ".sql",
+    "Telemetry": ".telemetry",
     "TenantError": ".tenancy",
     "TenantResolver": ".tenancy",
     "default_tenant": ".tenancy",
@@ -34,6 +40,9 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AuditError",
+    "AuditEvent",
+    "AuditHook",
     "DiskAttachmentStore",
     "MemoryStore",
     "MySQLStore",
@@ -42,6 +51,7 @@ __all__ = [
     "SQLStore",
     "SQLiteStore",
     "SchemaMissingError",
+    "Telemetry",
     "TenantError",
     "TenantResolver",
     "UploadRejected",

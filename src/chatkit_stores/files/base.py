@@ -213,9 +213,10 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         (e.g. a FastAPI ``UploadFile``); it is read in chunks, never whole.
         """
         tenant = self.tenant_of(context)
-        mime_type = self.check_mime_type(mime_type)
-        attachment_id = self.generate_attachment_id(mime_type, context)
+        attachment_id: str | None = None
         try:
+            mime_type = self.check_mime_type(mime_type)
+            attachment_id = self.generate_attachment_id(mime_type, context)
             await self._write(tenant, attachment_id, mime_type, _as_chunks(content))
             attachment = self._attachment(tenant, attachment_id, name, mime_type, None)
             attachment.thread_id = None if thread_id is None else check_id(thread_id, "thread id")
@@ -227,7 +228,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         except BaseException as error:
             await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, error)
             raise
-        await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, None)
+        await self.emit_audit(BYTES_UPLOAD, tenant, attachment.id, None)
         return attachment
 
     @traced_stream()
@@ -338,7 +339,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         self,
         action: str,
         tenant: str | None,
-        attachment_id: str,
+        attachment_id: str | None,
         error: BaseException | None,
         via: str | None = None,
     ) -> None:
