@@ -18,6 +18,7 @@ The number of hostile inputs tried is printed; ``CHATKIT_STORES_FUZZ_EXAMPLES`` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import unicodedata
@@ -28,14 +29,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import httpx
 import pytest
 from chatkit.store import NotFoundError, Store
-from chatkit.types import AttachmentCreateParams, Page
+from chatkit.types import AttachmentCreateParams, ImageAttachment, Page
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
-from chatkit_stores import DiskAttachmentStore, MemoryStore, SQLStore, TenantError
+from chatkit_stores import DiskAttachmentStore, MemoryStore, SQLStore, TenantError, UploadRejected
 from chatkit_stores.files.signing import Grant
 from chatkit_stores.testing import models
 from chatkit_stores.testing.models import T0
@@ -855,3 +859,180 @@ async def test_malformed_multipart_is_refused(tmp_path: Path, body: str) -> None
     assert status == 400 and _files_under(disk.root) == []
     pending = await disk.store.load_attachment(attachment_id, {"user_id": "alice"})
     assert pending.upload_descriptor is not None
+
+
+# the catalogue: one hostile part at a time, with its exact answer
+
+CATALOGUE: list[tuple[str, Any, int, str]] = [
+    ("signature", "tampered signature", 403, "bad signature"),
+    ("signature", "forged tenant", 403, "bad signature"),
+    ("signature", "another attachment", 403, "bad signature"),
+    ("signature", "signed for another method", 403, "bad signature"),
+    ("signature", "download URL", 403, "bad signature"),
+    ("signature", "duplicated parameters", 403, "bad signature"),
+    ("signature", "garbage tenant", 403, "bad signature"),
+    ("signature", "missing signature", 403, "missing or malformed signature"),
+    ("signature", "missing tenant", 403, "missing or malformed signature"),
+    ("signature", "missing expiry", 403, "missing or malformed signature"),
+    ("signature", "no query", 403, "missing or malformed signature"),
+    ("signature", "garbage expiry", 403, "missing or malformed signature"),
+    ("signature", "huge expiry", 403, "missing or malformed signature"),
+    ("signature", "expired", 403, "expired URL"),
+    ("method", "other", 403, "this URL accepts POST only"),
+    ("method", "GET", 405, ""),
+    ("method", "DELETE", 405, ""),
+    ("method", "PATCH", 405, ""),
+    ("path", "traversal", 404, ""),
+    ("path", "extra segment", 404, ""),
+    ("path", "empty", 404, ""),
+    ("path", "upper case", 403, "bad signature"),
+    ("path", "NUL", 403, "bad signature"),
+    ("path", "long", 403, "bad signature"),
+    ("content_type", "multipart without boundary", 415, "send multipart/form-data"),
+    ("content_type", "text/html", 415, "send multipart/form-data"),
+    ("content_type", "none", 415, "send multipart/form-data"),
+    ("content_type", "multipart with a long boundary", 400, "Boundary length"),
+    ("part_type", "text/html", 415, "files of type text/html are not accepted"),
+    ("part_type", "image/svg+xml", 415, "files of type image/svg+xml are not accepted"),
+    ("part_type", "x", 415, "not a MIME type"),
+    ("body", "no file field", 415, "no 'file' field"),
+    ("body", "field named File", 415, "no 'file' field"),
+    ("body", "empty", 415, "no 'file' field"),
+    ("body", "two file fields", 400, "more than one 'file' field"),
+    ("body", "no closing boundary", 400, "ended before its closing boundary"),
+    ("body", "garbage", 400, ""),
+    ("length", "huge", 413, "larger than the limit"),
+    ("length", "garbage", 400, "Content-Length is not a number"),
+    ("length", "float", 400, "Content-Length is not a number"),
+    ("payload", b"q" * 4097, 413, "larger than the limit"),
+    ("disconnect", True, 400, "the client went away"),
+    ("length", "smaller", 200, ""),
+    ("length", "larger", 200, ""),
+    ("length", "negative", 200, ""),
+    ("length", "missing", 200, ""),
+    ("part_type", None, 200, ""),
+    ("part_type", "IMAGE/PNG", 200, ""),
+    ("file_name", "../../etc/passwd", 200, ""),
+    ("file_name", "a\x00b.png", 200, ""),
+    ("path", "encoded", 200, ""),
+    ("signature", "other tenant's valid URL", 200, ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "status", "message"),
+    CATALOGUE,
+    ids=[f"{part}={value!r:.20}" for part, value, _, _ in CATALOGUE],
+)
+async def test_each_hostile_part(
+    tmp_path: Path, part: str, value: Any, status: int, message: str
+) -> None:
+    """A valid upload with one part made hostile gets exactly this answer (docs/security.md)."""
+    disk = DiskAttachmentStore(
+        MemoryStore(),
+        tmp_path / "files",
+        base_url="http://files.test/files",
+        secret=SECRET,
+        max_bytes=4096,
+        allowed_mime_types={"image/png", "text/plain"},
+    )
+    attachment_id = f"atc_{uuid.uuid4().hex}"
+    disk.generate_attachment_id = lambda _m, _c: attachment_id  # type: ignore[method-assign]
+    for tenant in ("alice", "mallory"):
+        params = AttachmentCreateParams(name="cat.png", size=10, mime_type="image/png")
+        created = await disk.create_attachment(params, {"user_id": tenant})
+        await disk.store.save_attachment(created, {"user_id": tenant})
+    upload = dataclasses.replace(_valid_upload(chunk=1 << 20), **{part: value})
+    method = {"own": "POST", "other": "PUT"}.get(upload.method, upload.method)
+    body = _body(upload, "b0undary")
+    got, answer = await asgi_request(
+        disk.asgi_app(),
+        method,
+        _path(upload.path, attachment_id),
+        _query(disk, upload.signature, "POST", attachment_id),
+        _headers(upload, body, "b0undary"),
+        [body],
+        upload.disconnect,
+    )
+    assert got == status, answer
+    assert message.encode() in answer
+    owner = "mallory" if upload.signature == "other tenant's valid URL" else "alice"
+    loaded = await disk.store.load_attachment(attachment_id, {"user_id": owner})
+    if status == 200:
+        assert await disk.read(attachment_id, {"user_id": owner}) == upload.payload
+        assert loaded.name == "cat.png", "the name is the one given at create, not the part's"
+    else:
+        assert _files_under(disk.root) == [] and loaded.upload_descriptor is not None
+
+
+async def test_a_second_upload_is_refused(tmp_path: Path) -> None:
+    """A valid URL used again after the upload arrived: 409, the stored bytes unchanged."""
+    status, disk, attachment_id = await _one_upload(tmp_path, _valid_upload(), 1 << 20)
+    assert status == 200
+    again = _valid_upload(payload=b"replaced")
+    body = _body(again, "b0undary")
+    status, answer = await asgi_request(
+        disk.asgi_app(),
+        "POST",
+        f"/upload/{attachment_id}",
+        _query(disk, "valid", "POST", attachment_id),
+        _headers(again, body, "b0undary"),
+        [body],
+        disconnect=False,
+    )
+    assert status == 409, answer
+    assert await disk.read(attachment_id, {"user_id": "alice"}) == b"\x89PNG data"
+
+
+async def test_names_types_and_sizes_are_cleaned_or_refused(tmp_path: Path) -> None:
+    """Shown names lose paths and invisible characters; types normalize; bad sizes are 413."""
+    disk = DiskAttachmentStore(
+        MemoryStore(),
+        tmp_path / "files",
+        base_url="http://files.test/files",
+        secret=SECRET,
+        max_bytes=100,
+        allowed_mime_types={"text/plain", "image/svg+xml"},
+    )
+    context = {"user_id": "alice"}
+    names = {
+        "../../etc/passwd": "passwd",
+        "C:\\x\\y.txt": "y.txt",
+        "a\x00b\u202ec\ud800.txt": "abc.txt",
+        "": "file",
+        "\x01\x02": "file",
+        "n" * 300: "n" * 255,
+    }
+    for name, shown in names.items():
+        params = AttachmentCreateParams(name=name, size=1, mime_type="TEXT/Plain; charset=utf-8")
+        created = await disk.create_attachment(params, context)
+        assert created.name == shown and created.mime_type == "text/plain"
+    for size in (-1, 101):
+        with pytest.raises(UploadRejected) as refused:
+            params = AttachmentCreateParams(name="a.txt", size=size, mime_type="text/plain")
+            await disk.create_attachment(params, context)
+        assert refused.value.status == 413
+
+
+async def test_svg_is_never_inline(tmp_path: Path) -> None:
+    """An allowed SVG is served as a download: no inline preview, sandboxed, not sniffed."""
+    disk = DiskAttachmentStore(
+        MemoryStore(),
+        tmp_path / "files",
+        base_url="http://files.test/files",
+        secret=SECRET,
+        allowed_mime_types={"image/svg+xml"},
+    )
+    context = {"user_id": "alice"}
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    attachment = await disk.upload(svg, name="x.svg", mime_type="image/svg+xml", context=context)
+    assert not isinstance(attachment, ImageAttachment), "no preview URL for SVG"
+    app = Starlette(routes=[Mount("/files", disk.asgi_app())])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        response = await http.get(disk.download_url(attachment.id, context))
+    assert response.status_code == 200 and response.content == svg
+    headers = response.headers
+    assert headers["content-disposition"].startswith("attachment;")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in headers["content-security-policy"]
+    assert "access-control-allow-origin" not in headers
