@@ -351,6 +351,17 @@ def test_store_parameters(
 # attachment store parameters
 
 
+def _disk(tmp_path: Path, store: Store[Any] | None = None, **options: Any) -> Any:
+    """A disk attachment store under ``tmp_path/files`` (metadata in memory by default)."""
+    return DiskAttachmentStore(
+        store or MemoryStore(),
+        tmp_path / "files",
+        base_url="http://files.test/files",
+        secret=SECRET,
+        **options,
+    )
+
+
 def _files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
@@ -358,14 +369,7 @@ def _files_under(root: Path) -> list[Path]:
 def test_attachment_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Hostile ids, names, MIME types, sizes and tenants given to the disk attachment store."""
     victim = {"user_id": "victim"}
-    disk = DiskAttachmentStore(
-        MemoryStore(),
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
-        max_bytes=1024,
-        allowed_mime_types={"image/png", "text/plain"},
-    )
+    disk = _disk(tmp_path, max_bytes=1024, allowed_mime_types={"image/png", "text/plain"})
     count = 0
     started = time.perf_counter()
     mime = st.one_of(
@@ -714,14 +718,12 @@ def test_upload_endpoint(
 ) -> None:
     """Hostile requests to the upload endpoint: never 5xx; refused means nothing written."""
     store = SQLStore.from_url(f"sqlite:///{tmp_path / 'meta.db'}")
-    disk = DiskAttachmentStore(
-        store,
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
+    disk = _disk(
+        tmp_path,
+        store=store,
         max_bytes=4096,
         allowed_mime_types={"image/png", "text/plain"},
-        upload_method=upload_method,  # type: ignore[arg-type]
+        upload_method=upload_method,
     )
     app = disk.asgi_app()
     tried, statuses = 0, {}
@@ -800,13 +802,7 @@ def test_upload_endpoint(
 async def _one_upload(
     tmp_path: Path, upload: Upload, chunk: int
 ) -> tuple[int, DiskAttachmentStore[Any], str]:
-    disk = DiskAttachmentStore(
-        MemoryStore(),
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
-        allowed_mime_types={"image/png"},
-    )
+    disk = _disk(tmp_path, allowed_mime_types={"image/png"})
     context = {"user_id": "alice"}
     params = AttachmentCreateParams(name="a.png", size=10, mime_type="image/png")
     created = await disk.create_attachment(params, context)
@@ -928,14 +924,7 @@ async def test_each_hostile_part(
     tmp_path: Path, part: str, value: Any, status: int, message: str
 ) -> None:
     """A valid upload with one part made hostile gets exactly this answer (docs/security.md)."""
-    disk = DiskAttachmentStore(
-        MemoryStore(),
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
-        max_bytes=4096,
-        allowed_mime_types={"image/png", "text/plain"},
-    )
+    disk = _disk(tmp_path, max_bytes=4096, allowed_mime_types={"image/png", "text/plain"})
     attachment_id = f"atc_{uuid.uuid4().hex}"
     disk.generate_attachment_id = lambda _m, _c: attachment_id  # type: ignore[method-assign]
     for tenant in ("alice", "mallory"):
@@ -986,14 +975,7 @@ async def test_a_second_upload_is_refused(tmp_path: Path) -> None:
 
 async def test_names_types_and_sizes_are_cleaned_or_refused(tmp_path: Path) -> None:
     """Shown names lose paths and invisible characters; types normalize; bad sizes are 413."""
-    disk = DiskAttachmentStore(
-        MemoryStore(),
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
-        max_bytes=100,
-        allowed_mime_types={"text/plain", "image/svg+xml"},
-    )
+    disk = _disk(tmp_path, max_bytes=100, allowed_mime_types={"text/plain", "image/svg+xml"})
     context = {"user_id": "alice"}
     names = {
         "../../etc/passwd": "passwd",
@@ -1016,13 +998,7 @@ async def test_names_types_and_sizes_are_cleaned_or_refused(tmp_path: Path) -> N
 
 async def test_svg_is_never_inline(tmp_path: Path) -> None:
     """An allowed SVG is served as a download: no inline preview, sandboxed, not sniffed."""
-    disk = DiskAttachmentStore(
-        MemoryStore(),
-        tmp_path / "files",
-        base_url="http://files.test/files",
-        secret=SECRET,
-        allowed_mime_types={"image/svg+xml"},
-    )
+    disk = _disk(tmp_path, allowed_mime_types={"image/svg+xml"})
     context = {"user_id": "alice"}
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     attachment = await disk.upload(svg, name="x.svg", mime_type="image/svg+xml", context=context)
