@@ -56,8 +56,8 @@ decorators, set ``INSTRUMENTED_KINDS = STORE_KINDS``."""
 needs_instrumented_store = pytest.mark.parametrize("store", INSTRUMENTED_KINDS, indirect=True)
 
 
-@pytest_asyncio.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+@pytest_asyncio.fixture(params=STORE_KINDS, name="store")
+async def store_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """A metadata store of each kind (SQL stores share the test tables: use fresh tenants)."""
     if request.param == "memory":
         yield MemoryStore()

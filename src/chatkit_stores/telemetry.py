@@ -165,14 +165,15 @@ class Telemetry:
             self._histograms[profile.metric] = histogram
         return histogram
 
-    def start(self, store: Any, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Start the span of one call (or a placeholder without a tracer); returns a Measure."""
+    def start(
+        self, store: Any, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Measure:
+        """Start measuring one call: its span (if there is a tracer) and its clock."""
         profile: Profile = store.telemetry_profile
         collection = store.collection_name(call.collection) if call.collection else None
         attributes: Attributes = {profile.operation_key: call.operation}
         if collection is not None and profile.collection_key is not None:
             attributes[profile.collection_key] = collection
-        attributes.update(store.telemetry_attributes())
         span_attributes = dict(attributes)
         if self.record_tenant:
             tenant = call.tenant(store, args, kwargs)
@@ -187,14 +188,17 @@ class Telemetry:
                 record_exception=False,
                 set_status_on_exception=False,
             )
-        return Measure(self, profile, span, attributes)
+        return Measure(self, store, profile, span, attributes)
 
 
 class Measure:
     """One call being measured: its span (if traced) and its start time."""
 
-    def __init__(self, telemetry: Telemetry, profile: Profile, span: Any, attributes: Attributes):
+    def __init__(
+        self, telemetry: Telemetry, store: Any, profile: Profile, span: Any, attributes: Attributes
+    ) -> None:
         self.telemetry = telemetry
+        self.store = store
         self.profile = profile
         self.span = span
         self.attributes = attributes
@@ -205,12 +209,18 @@ class Measure:
         if self.span is None:
             return nullcontext()
         trace = importlib.import_module("opentelemetry.trace")
-        return trace.use_span(self.span, end_on_exit=False)
+        return trace.use_span(
+            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
 
     def end(self, error: BaseException | None) -> None:
         """Record the duration, mark a failure (its class, never its message), end the span."""
         elapsed = time.perf_counter() - self.started
-        attributes = self.attributes
+        # Asked at the end: a MariaDB server is told from MySQL once the engine has connected.
+        system = self.store.telemetry_attributes()
+        attributes = {**self.attributes, **system}
+        if self.span is not None:
+            self.span.set_attributes(system)
         if error is not None:
             error_type = _qualified_name(error)
             attributes = {**attributes, ERROR_TYPE: error_type}
@@ -390,6 +400,8 @@ def traced_stream(
         def when_on(
             telemetry: Telemetry, store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> AsyncIterator[bytes]:
+            if _inside.get() is store:  # read() streams through open(): one span
+                return method(store, *args, **kwargs)
             measure = telemetry.start(store, call, args, kwargs)
             return _stream(measure, method(store, *args, **kwargs))
 
