@@ -62,7 +62,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_page_sends_uploads_and_keeps_history(
-    demo: DemoProcess, browser: Any, tmp_path: Path
+    browser: Any, demo: DemoProcess, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
