@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -334,3 +335,13 @@ async def test_only_a_meter_records_durations_without_spans() -> None:
 def test_default_follows_the_global_providers() -> None:
     assert MemoryStore().telemetry is telemetry_module.DEFAULT
     assert telemetry_module.DEFAULT.tracer_provider is None
+
+
+async def test_without_opentelemetry_installed_calls_run_untraced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)  # import now fails
+    missing = Telemetry(tracer_provider=make_otel().tracer_provider)
+    memory: MemoryStore[Any] = MemoryStore(telemetry=missing)
+    assert (await memory.load_threads(1, None, "asc", {"tenant_id": "t"})).data == []
+    assert missing.active is False and missing.recheck_at == float("inf")

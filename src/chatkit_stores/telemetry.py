@@ -329,11 +329,15 @@ def _shell(method: Callable[..., Any], when_on: Callable[..., Any]) -> Callable[
         keywords=", ".join(keywords),
     )
     namespace: dict[str, Any] = {"method": method, "when_on": when_on, "wake": _wake}
-    exec(source, namespace)
+    exec(compile(source, f"<traced {method.__qualname__}>", "exec"), namespace)
     shell: Callable[..., Any] = namespace[method.__name__]
     shell.__defaults__ = method.__defaults__
     shell.__kwdefaults__ = method.__kwdefaults__
-    return functools.update_wrapper(shell, method)
+    functools.update_wrapper(shell, method)
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None and inspect.iscoroutinefunction(method):
+        mark(shell)  # it returns the method's coroutine: still a coroutine function to callers
+    return shell
 
 
 R = TypeVar("R")
