@@ -14,6 +14,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Fault injection: connections cut, stalled, refused; cancellations; SIGKILL; S3 errors.
+
+    Needs CHATKIT_STORES_POSTGRES_URL / CHATKIT_STORES_MYSQL_URL like ``tests``; ``-s`` prints
+    the figures (cuts survived, writes acknowledged and found, crash iterations).
+    """
+    session.install(".[dev]")
+    session.run("pytest", "tests/faults", "-s", *session.posargs)
+
+
 OLDEST_CHATKIT = "1.6.0"
 
 
