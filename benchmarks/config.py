@@ -18,7 +18,7 @@ class Config:
     """Where the SQLite scaling database is kept between runs."""
     clients: list[int] = field(default_factory=lambda: [1, 10, 50])
     turns: int = 300
-    """Turns per throughput measurement, split evenly among the clients."""
+    """Turns per throughput measurement, split evenly among the clients (at least 4 each)."""
     repetitions: int = 3
     """Throughput rounds over the variants (round robin, so noise hits every variant alike)."""
     sessions: int = 30
@@ -47,7 +47,7 @@ class Config:
 
     def tiny(self) -> Config:
         """Sizes for the test suite: seconds per backend, figures without meaning."""
-        self.clients, self.turns, self.repetitions, self.sessions = [1, 3], 6, 1, 2
+        self.clients, self.turns, self.repetitions, self.sessions = [1, 2], 4, 1, 2
         self.browse_threads, self.long_thread = 30, 50
         self.scaling_items, self.scaling_threads, self.scaling_samples = 200, 2_000, 3
         self.idle_seconds = 0.05

@@ -34,6 +34,9 @@ from .workload import (
 T = TypeVar("T")
 Log = Callable[[str], None]
 
+MIN_TURNS_PER_CLIENT = 4
+"""Fewer turns per client would time little more than the start and the end of the burst."""
+
 SERVER_VERSION = {
     "sqlite": "SELECT sqlite_version()",
     "postgresql": "SHOW server_version",
@@ -101,7 +104,7 @@ async def turns_per_second(
     turn_times: Recorder,
 ) -> float:
     """``clients`` concurrent users each running their share of ``config.turns`` turns."""
-    per_client = max(1, config.turns // clients)
+    per_client = max(MIN_TURNS_PER_CLIENT, config.turns // clients)
     work = [
         [content.turn_items(MAIN_THREAD) for _ in range(per_client)] for _ in range(clients)
     ]  # built before the clock starts

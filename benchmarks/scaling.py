@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
+from random import Random
+from time import perf_counter
 from typing import Any
 
 from chatkit.store import NotFoundError
@@ -95,6 +97,7 @@ async def ensure_loaded(
     except NotFoundError:
         pass
     log(f"{target.backend}: loading {store.table_prefix}* ({marker})...")
+    start = perf_counter()
     await empty_tables(store)
     prefix = store.table_prefix
     await load(target, f"{prefix}threads", THREAD_COLUMNS, thread_rows(threads, measured_only))
@@ -105,6 +108,7 @@ async def ensure_loaded(
             await conn.execute(text(f"{analyze} {table.name}"))
         await conn.commit()
     await store.save_thread(ThreadMetadata(id=marker, created_at=T0), MARKER)
+    log(f"{target.backend}: loaded {store.table_prefix}* in {perf_counter() - start:.0f} s")
 
 
 async def run_scaling(target: Target, config: Config, log: Callable[[str], None]) -> dict[str, Any]:
@@ -112,9 +116,10 @@ async def run_scaling(target: Target, config: Config, log: Callable[[str], None]
     if target.backend == "sqlite":  # kept between runs, beside the other caches
         config.cache_dir.mkdir(parents=True, exist_ok=True)
         target = Target("sqlite", f"sqlite:///{config.cache_dir / f'{config.prefix}scaling.db'}")
-    big = ours(target, f"{config.prefix}scale_", 2)
-    small = ours(target, f"{config.prefix}small_", 2)
     n, count = config.scaling_items, config.scaling_threads
+    # Tables per size, so quick and full runs each keep their own loaded copy.
+    big = ours(target, f"{config.prefix}scale{count}_", 2)
+    small = ours(target, f"{config.prefix}small{count}_", 2)
     try:
         for store in (big, small):
             await store.create_schema()
@@ -138,15 +143,16 @@ async def run_scaling(target: Target, config: Config, log: Callable[[str], None]
             "threads, small table": lambda: small.load_threads(PAGE, ids[-PAGE], "desc", TENANT),
             "threads, big table": lambda: big.load_threads(PAGE, ids[-PAGE], "desc", TENANT),
         }
-        recorder = Recorder()
+        recorder, names, shuffle = Recorder(), list(cases), Random(0).shuffle
         for _ in range(config.scaling_samples):  # interleaved, so noise hits every case alike
-            for name, call in cases.items():
-                page = await recorder(name, call())
+            shuffle(names)  # and no case always follows the same one
+            for name in names:
+                page = await recorder(name, cases[name]())
                 assert len(page.data) == PAGE, f"{name}: {len(page.data)} rows"
     finally:
         await big.close()
         await small.close()
-    cases_ms = {name: summary(samples) for name, samples in recorder.samples.items()}
+    cases_ms = {name: summary(recorder.samples[name]) for name in cases}
     median = {name: figures["median_ms"] for name, figures in cases_ms.items()}
     log(f"{target.backend}: scaling done")
     return {
