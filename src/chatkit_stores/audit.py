@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from chatkit.store import NotFoundError
 
@@ -205,25 +205,24 @@ def _settle(scope: _Scope) -> None:
     raise scope.failures[0]
 
 
-R = TypeVar("R")
-Method = Callable[..., Coroutine[Any, Any, R]]
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 
 
-def audited(action: str) -> Callable[[Method[R]], Method[R]]:
+def audited(action: str) -> Callable[[F], F]:
     """Make a ``Store`` method ``(self, thread_id | attachment_id, context)`` emit ``action``.
 
     The event is emitted after the method returned (or raised), with the tenant, the id and the
     outcome; events of operations the method causes are tagged ``via=action``.
     """
 
-    def decorate(method: Method[R]) -> Method[R]:
+    def decorate(method: F) -> F:
         names = list(inspect.signature(method).parameters)[1:]
         id_name = names[0]
         id_field = "thread_id" if id_name == "thread_id" else "attachment_id"
         context_at = names.index("context")
 
         @functools.wraps(method)
-        async def call(self: Any, *args: Any, **kwargs: Any) -> R:
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             object_id = args[0] if args else kwargs.get(id_name)
             context = args[context_at] if len(args) > context_at else kwargs.get("context")
             try:
@@ -250,7 +249,7 @@ def audited(action: str) -> Callable[[Method[R]], Method[R]]:
             _settle(scope)
             return result
 
-        return call
+        return cast(F, call)
 
     return decorate
 

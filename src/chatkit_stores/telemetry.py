@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 RECHECK_SECONDS = 1.0
 CHECK_EVERY = 64
@@ -342,11 +342,11 @@ def _shell(method: Callable[..., Any], when_on: Callable[..., Any]) -> Callable[
 
 R = TypeVar("R")
 Method = Callable[..., Coroutine[Any, Any, R]]
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+S = TypeVar("S", bound=Callable[..., AsyncIterator[bytes]])
 
 
-def traced(
-    collection: str | None = None, *, operation: str | None = None
-) -> Callable[[Method[R]], Method[R]]:
+def traced(collection: str | None = None, *, operation: str | None = None) -> Callable[[F], F]:
     """Trace and time an async store method: ``@traced("items")`` on ``save_item``.
 
     ``collection`` is ``threads``, ``items`` or ``attachments`` (the store turns it into its
@@ -354,17 +354,17 @@ def traced(
     coroutine is returned as is: no extra frame, no allocation.
     """
 
-    def decorate(method: Method[R]) -> Method[R]:
+    def decorate(method: F) -> F:
         call = _describe(method, operation, collection)
 
         def when_on(
             telemetry: Telemetry, store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Coroutine[Any, Any, R]:
+        ) -> Coroutine[Any, Any, Any]:
             if _inside.get() is store:  # a call of the store to itself: no second span
                 return method(store, *args, **kwargs)
             return _run(telemetry, call, method, store, args, kwargs)
 
-        return _shell(method, when_on)
+        return cast(F, _shell(method, when_on))
 
     return decorate
 
@@ -391,14 +391,10 @@ async def _run(
     return result
 
 
-def traced_stream(
-    operation: str | None = None,
-) -> Callable[[Callable[..., AsyncIterator[bytes]]], Callable[..., AsyncIterator[bytes]]]:
+def traced_stream(operation: str | None = None) -> Callable[[S], S]:
     """Trace a method returning an async iterator; the span lasts until the stream ends."""
 
-    def decorate(
-        method: Callable[..., AsyncIterator[bytes]],
-    ) -> Callable[..., AsyncIterator[bytes]]:
+    def decorate(method: S) -> S:
         call = _describe(method, operation, None)
 
         def when_on(
@@ -409,7 +405,7 @@ def traced_stream(
             measure = telemetry.start(store, call, args, kwargs)
             return _stream(measure, method(store, *args, **kwargs))
 
-        return _shell(method, when_on)
+        return cast(S, _shell(method, when_on))
 
     return decorate
 
