@@ -44,15 +44,8 @@ STORE_KINDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mysql", marks=pytest.mark.mysql),
 ]
-NOT_INSTRUMENTED = pytest.mark.xfail(strict=False, reason="SQLStore not instrumented yet")
-INSTRUMENTED_KINDS = [
-    "memory",
-    pytest.param("sqlite", marks=NOT_INSTRUMENTED),
-    pytest.param("postgres", marks=[pytest.mark.postgres, NOT_INSTRUMENTED]),
-    pytest.param("mysql", marks=[pytest.mark.mysql, NOT_INSTRUMENTED]),
-]
-"""For tests that need the metadata store itself instrumented. Once SQLStore has its
-decorators, set ``INSTRUMENTED_KINDS = STORE_KINDS``."""
+INSTRUMENTED_KINDS = STORE_KINDS
+"""Stores whose metadata store itself is instrumented (all of them)."""
 needs_instrumented_store = pytest.mark.parametrize("store", INSTRUMENTED_KINDS, indirect=True)
 
 

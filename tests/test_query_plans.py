@@ -17,13 +17,12 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import pytest
 from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadMetadata
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from chatkit_stores import SQLStore
 
@@ -60,6 +59,10 @@ INSERT_THREADS = """INSERT INTO {table} (seq, tenant, id, created_at, data)
 SELECT 3 * i + k + 1, CASE k WHEN 0 THEN 'tenant' WHEN 1 THEN 'other' ELSE 'third' END, id, ts,
   REPLACE(:data, '@ID@', id)
 FROM ({rows}) AS r"""
+INSERT_ATTACHMENTS = """INSERT INTO {table} (seq, tenant, id, thread_id, created_at, data)
+SELECT 3 * i + k + 1, CASE k WHEN 0 THEN 'tenant' WHEN 1 THEN 'other' ELSE 'third' END, id,
+  CASE WHEN MOD(i, 10) = 0 THEN NULL ELSE 'thr_big' END, ts, '{{}}'
+FROM ({rows}) AS r"""
 ANALYZE = {"postgresql": "ANALYZE {}", "mysql": "ANALYZE TABLE {}", "sqlite": "ANALYZE {}"}
 
 
@@ -73,7 +76,12 @@ async def _populate(url: str, prefix: str) -> None:
     thread = ThreadMetadata(id="@ID@", created_at=datetime(2024, 1, 1))
     async with SQLStore.from_url(url, table_prefix=prefix) as store:
         await store.create_schema()
-        items, threads = store.tables.items.name, store.tables.threads.name
+        tables = store.tables
+        items, threads, attachments = (
+            tables.items.name,
+            tables.threads.name,
+            tables.attachments.name,
+        )
         rows = ROWS[store.dialect]
         async with store.engine.begin() as conn:
             await conn.execute(
@@ -83,8 +91,9 @@ async def _populate(url: str, prefix: str) -> None:
                 text(INSERT_THREADS.format(table=threads, rows=rows)),
                 {"data": thread.model_dump_json()},
             )
+            await conn.execute(text(INSERT_ATTACHMENTS.format(table=attachments, rows=rows)))
         async with store.engine.begin() as conn:
-            for table in (items, threads):
+            for table in (items, threads, attachments):
                 await conn.exec_driver_sql(ANALYZE[store.dialect].format(table))
 
 
@@ -133,19 +142,15 @@ def _expected_ids(position: int | None, order: str) -> list[str]:
     return [f"m{position + step * n:06d}" for n in range(1, PAGE + 1)]
 
 
-@contextmanager
-def _statements(store: SQLStore[Any]) -> Iterator[list[tuple[str, Any]]]:
-    """Record every (statement, parameters) the store's engine sends to the driver."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        seen.append((statement, params))
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+def _page_statement(
+    store: SQLStore[Any], kind: str, position: int | None, order: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters the store runs for this page (statements are compiled once)."""
+    name = f"page_{kind.rstrip('s')}_{order}" + ("" if position is None else "_after")
+    scope = {"tenant": CONTEXT["tenant_id"]} | ({"thread_id": THREAD} if kind == "items" else {})
+    after = None if position is None else f"m{position:06d}"
+    statement = store.statements[name]
+    return statement.sql, tuple(statement.args({**scope, "after": after, "limit": PAGE + 1}))
 
 
 def _dicts(tree: Any) -> Iterator[dict[str, Any]]:
@@ -159,6 +164,8 @@ def _dicts(tree: Any) -> Iterator[dict[str, Any]]:
 
 
 def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
     return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
@@ -235,9 +242,8 @@ async def test_page_walks_the_order_index(
 ) -> None:
     url, prefix = db
     async with SQLStore.from_url(url, table_prefix=prefix) as store:
-        with _statements(store) as seen:
-            assert await _page_ids(store, kind, position, order) == _expected_ids(position, order)
-        [(sql, params)] = [(s, p) for s, p in seen if "ORDER BY" in s]
+        assert await _page_ids(store, kind, position, order) == _expected_ids(position, order)
+        sql, params = _page_statement(store, kind, position, order)
         table = getattr(store.tables, kind).name
         shown = await CHECKS[store.dialect](
             store, sql, params, table, f"{prefix}{kind}_order", position is not None
@@ -261,3 +267,50 @@ async def test_page_latency_does_not_grow(db: tuple[str, str]) -> None:
                 f"\nlatency {store.dialect:10} items after={position!s:6} {order:4} "
                 f"median {median_ms:6.2f} ms"
             )
+
+
+# A thread like most: a few rows among many. (Deleting thr_big, a third of the table, is rightly
+# a sequential scan; its pages are checked above.)
+VALUES = {
+    "tenant": CONTEXT["tenant_id"],
+    "thread_id": "thr_typical",
+    "id": "m050000",
+    "after": "m050000",
+    "type": "assistant_message",
+    "created_at": datetime(2024, 1, 1),
+    "before": datetime(2024, 1, 1, 1),
+    "data": "{}",
+    "limit": PAGE + 1,
+}
+
+
+@pytest.mark.parametrize(
+    "db", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_postgres_runs_every_statement_on_an_index(db: tuple[str, str]) -> None:
+    """EXPLAIN each statement the store has, custom and generic plan: no sequential scan."""
+    url, prefix = db
+    async with SQLStore.from_url(url, table_prefix=prefix) as store:
+        names = list(store.statements.names())
+        async with store.engine.connect() as conn:
+            for name in names:
+                statement = store.statements[name]
+                await conn.exec_driver_sql(f"PREPARE qp_any AS {statement.sql}")
+                args = ", ".join(_literal(value) for value in statement.args(VALUES))
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await conn.exec_driver_sql(f"SET plan_cache_mode = {mode}")
+                    result = await conn.exec_driver_sql(
+                        f"EXPLAIN (FORMAT JSON) EXECUTE qp_any({args})"
+                    )
+                    plan = result.scalar_one()
+                    [root] = json.loads(plan) if isinstance(plan, str) else plan
+                    nodes = [node.get("Node Type") for node in _dicts(root["Plan"])]
+                    scans = [
+                        f"{node.get('Node Type')} {node.get('Index Name', '')}".strip()
+                        for node in _dicts(root["Plan"])
+                        if "Scan" in str(node.get("Node Type"))
+                    ]
+                    assert "Seq Scan" not in nodes, (name, mode, nodes)
+                    print(f"\n{name:28} {mode:18} {', '.join(scans) or nodes[0]}")
+                await conn.exec_driver_sql("DEALLOCATE qp_any")
+    assert len(names) == len(set(names)) > 20

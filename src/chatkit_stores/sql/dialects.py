@@ -117,11 +117,16 @@ def engine_options(url: URL, given: Mapping[str, Any] | None = None) -> dict[str
     pre-ping (it costs one to three round trips per call on asyncpg): a connection the server
     dropped fails the call that uses it, and SQLAlchemy then replaces the whole pool.
     """
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
+    options: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "skip_autocommit_rollback": True,
+        "pool_use_lifo": True,  # reuse the warmest connection; idle ones can time out
+    }
     if backend_of(url) == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         if _in_memory(url):  # every connection to an in-memory database is a new database
             options["poolclass"] = StaticPool
+            del options["pool_use_lifo"]
     else:
         options["pool_recycle"] = 3600
     return options | dict(given or {})

@@ -13,10 +13,11 @@ from typing import Any, ClassVar, TypeVar
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, FromClause, Select, Table, delete, exc, or_, select
+from sqlalchemy import exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
 from ..base import (
     DEFAULT_MAX_PAGE_SIZE,
     StoreBase,
@@ -27,16 +28,23 @@ from ..base import (
     position,
     thread_metadata,
 )
+from ..telemetry import Telemetry, traced
 from ..tenancy import TenantResolver
 from . import dialects
+from .driver import Driver, checkout
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
+from .statements import Statements
 
 M = TypeVar("M")
-Scope = Callable[[FromClause], list[ColumnElement[bool]]]
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 _MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
+
+
+def _text(value: str | bytes) -> str:
+    """A key as read back: MySQL returns ``VARBINARY`` columns as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class SchemaMissingError(RuntimeError):
@@ -47,7 +55,8 @@ class SQLStore(StoreBase[TContext]):
     """A ChatKit store on SQLAlchemy async Core; one implementation for all SQL backends.
 
     Build it from a URL (``SQLStore.from_url``) or with ``engine=`` an ``AsyncEngine`` you own
-    (then ``close()`` leaves it open). Every method runs in one transaction.
+    (then ``close()`` leaves it open). Every method is atomic: one statement, or one
+    transaction when it needs several.
     """
 
     backend: ClassVar[str | None] = None
@@ -62,8 +71,12 @@ class SQLStore(StoreBase[TContext]):
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
         engine_options: dict[str, Any] | None = None,
+        audit: AuditHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
-        super().__init__(tenant=tenant, max_page_size=max_page_size)
+        super().__init__(
+            tenant=tenant, max_page_size=max_page_size, audit=audit, telemetry=telemetry
+        )
         if (url is None) == (engine is None):
             raise TypeError(f"{type(self).__name__} needs exactly one of a URL or engine=")
         if engine is None:
@@ -82,6 +95,8 @@ class SQLStore(StoreBase[TContext]):
         self.dialect = dialects.backend_of(engine.url)
         self.table_prefix = table_prefix
         self.tables = make_tables(table_prefix)
+        self.statements = Statements(self.tables, self.dialect, engine.dialect)
+        self._sql = self.statements
         self._schema_ready = not self.auto_create_schema
         self._schema_lock: asyncio.Lock | None = None
 
@@ -122,106 +137,91 @@ class SQLStore(StoreBase[TContext]):
 
     # threads
 
+    @traced("threads")
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Insert or replace a thread; an existing thread keeps its place."""
-        values = {
-            "tenant": self.tenant_of(context),
-            "id": check_id(thread.id, "thread id"),
-            "created_at": position(thread.created_at),
-            "data": thread_metadata(thread).model_dump_json(),
-        }
-        stmt = dialects.upsert(
-            self.dialect, self.tables.threads, values, ["tenant", "id"], ["data"]
+        await self._execute(
+            "save_thread",
+            tenant=self.tenant_of(context),
+            id=check_id(thread.id, "thread id"),
+            created_at=position(thread.created_at),
+            data=thread_metadata(thread).model_dump_json(),
         )
-        async with self._connect() as conn:
-            await conn.execute(stmt)
 
+    @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return the thread, or raise ``NotFoundError``."""
-        t = self.tables.threads
         tenant = self.tenant_of(context)
-        data = await self._scalar(
-            is_key(thread_id), select(t.c.data).where(t.c.tenant == tenant, t.c.id == thread_id)
-        )
+        data = await self._scalar(is_key(thread_id), "load_thread", tenant=tenant, id=thread_id)
         if data is None:
             raise NotFoundError(f"Thread {thread_id} not found")
         return ThreadMetadata.model_validate_json(data)
 
+    @traced("threads")
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
         """Return one page of the tenant's threads by creation time (keyset pagination)."""
-        tenant = self.tenant_of(context)
+        size = self.page_size(limit, order)
+        scope = {"tenant": self.tenant_of(context)}
         return await self._page(
-            self.tables.threads,
-            lambda t: [t.c.tenant == tenant],
-            after,
-            self.page_size(limit, order),
-            order,
-            ThreadMetadata.model_validate_json,
+            "thread", scope, after, size, order, ThreadMetadata.model_validate_json
         )
 
+    @traced("threads")
+    @audited(THREAD_DELETE)
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Delete the thread, its items and its attachments' metadata in one transaction."""
         tenant = self.tenant_of(context)
         if not is_key(thread_id):
             return
-        threads, items, attachments = (
-            self.tables.threads,
-            self.tables.items,
-            self.tables.attachments,
-        )
-        of_thread = [attachments.c.tenant == tenant, attachments.c.thread_id == thread_id]
-        async with self._connect(atomic=True) as conn:
-            await conn.execute(
-                delete(items).where(items.c.tenant == tenant, items.c.thread_id == thread_id)
-            )
-            attachment_ids: list[str] = []
+        of_thread = {"tenant": tenant, "thread_id": thread_id}
+        attachment_ids: list[str] = []
+        async with self._checkout(atomic=True) as db:
+            await db.execute(self._sql["delete_thread_items"], of_thread)
             if self.attachment_store is not None:
-                found = await conn.execute(select(attachments.c.id).where(*of_thread))
-                attachment_ids = list(found.scalars())
-            await conn.execute(delete(attachments).where(*of_thread))
-            await conn.execute(
-                delete(threads).where(threads.c.tenant == tenant, threads.c.id == thread_id)
-            )
+                rows = await db.fetch(self._sql["thread_attachment_ids"], of_thread)
+                attachment_ids = [_text(row[0]) for row in rows]
+            await db.execute(self._sql["delete_thread_attachments"], of_thread)
+            await db.execute(self._sql["delete_thread"], {"tenant": tenant, "id": thread_id})
         await self.forget_attachments(tenant, attachment_ids)
 
     # items
 
+    @traced("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Add an item; adding the same id again replaces it in place (safe to retry)."""
         await self.save_item(thread_id, item, context)
 
+    @traced("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
-        values = {
-            "tenant": self.tenant_of(context),
-            "thread_id": check_id(thread_id, "thread id"),
-            "id": check_id(item.id, "item id"),
-            "type": item.type,
-            "created_at": position(item.created_at),
-            "data": item.model_dump_json(),
-        }
-        stmt = dialects.upsert(
-            self.dialect, self.tables.items, values, ["tenant", "thread_id", "id"], ["type", "data"]
+        await self._execute(
+            "save_item",
+            tenant=self.tenant_of(context),
+            thread_id=check_id(thread_id, "thread id"),
+            id=check_id(item.id, "item id"),
+            type=item.type,
+            created_at=position(item.created_at),
+            data=item.model_dump_json(),
         )
-        async with self._connect() as conn:
-            await conn.execute(stmt)
 
+    @traced("items")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return the item, or raise ``NotFoundError``."""
-        t = self.tables.items
         tenant = self.tenant_of(context)
         data = await self._scalar(
             is_key(thread_id) and is_key(item_id),
-            select(t.c.data).where(
-                t.c.tenant == tenant, t.c.thread_id == thread_id, t.c.id == item_id
-            ),
+            "load_item",
+            tenant=tenant,
+            thread_id=thread_id,
+            id=item_id,
         )
         if data is None:
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
         return await self.present_item(tenant, _ITEM.validate_json(data))
 
+    @traced("items")
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
     ) -> Page[ThreadItem]:
@@ -230,106 +230,88 @@ class SQLStore(StoreBase[TContext]):
         size = self.page_size(limit, order)
         if not is_key(thread_id):
             return await self._page_of_nothing(after)
-        page = await self._page(
-            self.tables.items,
-            lambda t: [t.c.tenant == tenant, t.c.thread_id == thread_id],
-            after,
-            size,
-            order,
-            _ITEM.validate_json,
-        )
+        scope = {"tenant": tenant, "thread_id": thread_id}
+        page = await self._page("item", scope, after, size, order, _ITEM.validate_json)
         if self.attachment_store is not None:
             page.data = [await self.present_item(tenant, item) for item in page.data]
         return page
 
+    @traced("items")
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Delete one item; a missing item is a no-op."""
-        t = self.tables.items
         tenant = self.tenant_of(context)
-        if not (is_key(thread_id) and is_key(item_id)):
-            return
-        async with self._connect() as conn:
-            await conn.execute(
-                delete(t).where(t.c.tenant == tenant, t.c.thread_id == thread_id, t.c.id == item_id)
-            )
+        if is_key(thread_id) and is_key(item_id):
+            await self._execute("delete_item", tenant=tenant, thread_id=thread_id, id=item_id)
 
     # attachments
 
+    @traced("attachments")
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or replace attachment metadata (ChatKit re-saves it to set ``thread_id``)."""
         thread_id = attachment.thread_id
-        values = {
-            "tenant": self.tenant_of(context),
-            "id": check_id(attachment.id, "attachment id"),
-            "thread_id": None if thread_id is None else check_id(thread_id, "thread id"),
-            "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
-            "data": attachment.model_dump_json(),
-        }
-        stmt = dialects.upsert(
-            self.dialect, self.tables.attachments, values, ["tenant", "id"], ["thread_id", "data"]
+        await self._execute(
+            "save_attachment",
+            tenant=self.tenant_of(context),
+            id=check_id(attachment.id, "attachment id"),
+            thread_id=None if thread_id is None else check_id(thread_id, "thread id"),
+            created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            data=attachment.model_dump_json(),
         )
-        async with self._connect() as conn:
-            await conn.execute(stmt)
 
+    @traced("attachments")
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return the attachment metadata, or raise ``NotFoundError``."""
-        t = self.tables.attachments
         tenant = self.tenant_of(context)
         data = await self._scalar(
-            is_key(attachment_id),
-            select(t.c.data).where(t.c.tenant == tenant, t.c.id == attachment_id),
+            is_key(attachment_id), "load_attachment", tenant=tenant, id=attachment_id
         )
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return await self.present_attachment(tenant, _ATTACHMENT.validate_json(data))
 
+    @traced("attachments")
+    @audited(ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete attachment metadata; a missing attachment is a no-op."""
-        t = self.tables.attachments
         tenant = self.tenant_of(context)
-        if not is_key(attachment_id):
-            return
-        async with self._connect() as conn:
-            await conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id == attachment_id))
+        if is_key(attachment_id):
+            await self._execute("delete_attachment", tenant=tenant, id=attachment_id)
 
+    @traced("attachments")
     async def orphaned_attachments(
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
-        t = self.tables.attachments
-        stmt = (
-            select(t.c.tenant, t.c.id)
-            .where(t.c.thread_id.is_(None), t.c.created_at < position(created_before))
-            .order_by(t.c.created_at)
-            .limit(limit)
-        )
-        async with self._connect() as conn:
-            return [(row.tenant, row.id) for row in await conn.execute(stmt)]
+        async with self._checkout() as db:
+            rows = await db.fetch(
+                self._sql["orphaned_attachments"],
+                {"before": position(created_before), "limit": limit},
+            )
+        return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
 
     # machinery
 
     @asynccontextmanager
-    async def _connect(self, *, atomic: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection for one store call, committed when the block ends.
+    async def _checkout(self, *, atomic: bool = False) -> AsyncIterator[Driver]:
+        """A pooled driver connection for one store call (``atomic``: one transaction).
 
         On an engine this store made, connections autocommit: a single statement is one round
-        trip. ``atomic=True`` wraps several statements in one transaction.
+        trip. Statements were compiled once (``self._sql``) and run on the driver directly.
         """
         if not self._schema_ready:
             await self._create_schema_once()
         try:
-            async with self.engine.connect() as conn:
-                if self._autocommit and not atomic:
-                    yield conn
-                    return
-                if atomic:
-                    level = dialects.TRANSACTION_ISOLATION[self.dialect]
-                    conn = await conn.execution_options(isolation_level=level)
-                async with conn.begin():
-                    yield conn
-        except (exc.ProgrammingError, exc.OperationalError) as error:
+            async with checkout(
+                self.engine, self.dialect, atomic=atomic, autocommit=self._autocommit
+            ) as db:
+                yield db
+        except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
             raise
+
+    async def _execute(self, name: str, **values: Any) -> None:
+        async with self._checkout() as db:
+            await db.execute(self._sql[name], values)
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
         message = str(error.orig)
@@ -347,17 +329,18 @@ class SQLStore(StoreBase[TContext]):
             if not self._schema_ready:
                 await self.create_schema()
 
-    async def _scalar(self, valid: bool, stmt: Select[Any]) -> Any:
+    async def _scalar(self, valid: bool, name: str, **values: Any) -> Any:
         """Run a one-value query; ids that cannot exist find nothing without a query."""
         if not valid:
             return None
-        async with self._connect() as conn:
-            return (await conn.execute(stmt)).scalar_one_or_none()
+        async with self._checkout() as db:
+            rows = await db.fetch(self._sql[name], values)
+        return rows[0][0] if rows else None
 
     async def _page(
         self,
-        table: Table,
-        scope: Scope,
+        kind: str,
+        scope: dict[str, Any],
         after: str | None,
         limit: int,
         order: str,
@@ -371,35 +354,17 @@ class SQLStore(StoreBase[TContext]):
         """
         if after is not None and not is_key(after):
             raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
-        stmt = dialects.use_index(
-            select(table.c.data).where(*scope(table)), table, f"{table.name}_order"
-        )
-        if order == "asc":
-            stmt = stmt.order_by(table.c.created_at, table.c.seq)
-        else:
-            stmt = stmt.order_by(table.c.created_at.desc(), table.c.seq.desc())
-        if after is not None:
-            cursor = table.alias("cursor")
-            found = [*scope(cursor), cursor.c.id == after]
-            at = select(cursor.c.created_at).where(*found).scalar_subquery()
-            seq = select(cursor.c.seq).where(*found).scalar_subquery()
-            # Written as a range on created_at so MariaDB uses the index too (it does not
-            # range-scan a row-value comparison).
-            if order == "asc":
-                stmt = stmt.where(
-                    table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq)
-                )
-            else:
-                stmt = stmt.where(
-                    table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq)
-                )
-        async with self._connect() as conn:
-            rows = (await conn.execute(stmt.limit(limit + 1))).scalars().all()
+        name = f"page_{kind}_{order}" if after is None else f"page_{kind}_{order}_after"
+        async with self._checkout() as db:
+            rows = await db.fetch(self._sql[name], {**scope, "after": after, "limit": limit + 1})
+            cursor_found = True
             if after is not None and not rows:
-                exists = select(cursor.c.seq).where(*found)
-                if (await conn.execute(exists)).first() is None:
-                    raise NotFoundError(f"Cursor {after} names nothing in this list")
-        return make_page([parse(row) for row in rows], limit)
+                cursor_found = bool(
+                    await db.fetch(self._sql[f"cursor_{kind}"], {**scope, "id": after})
+                )
+        if not cursor_found:
+            raise NotFoundError(f"Cursor {after} names nothing in this list")
+        return make_page([parse(row[0]) for row in rows], limit)
 
     async def _page_of_nothing(self, after: str | None) -> Page[Any]:
         if after is not None:

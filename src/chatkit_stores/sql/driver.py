@@ -1,0 +1,219 @@
+"""Run compiled statements on the driver connection under SQLAlchemy's pool.
+
+The pool (checkout, recycling, pre-ping if asked for, invalidation) stays SQLAlchemy's. What runs
+on a checked-out connection is the driver's own call: asyncpg's prepared statements, aiomysql's
+cursor, aiosqlite's ``execute_fetchall``; one round trip per statement.
+
+Errors come back as SQLAlchemy's ``DBAPIError`` family, as they did through a SQLAlchemy
+``Connection``. A connection that raised anything, cancellation included, is discarded rather
+than returned to the pool; one that lost the server also retires every pooled connection made
+before it (SQLAlchemy's own rule on a disconnect), so the store recovers by itself once the
+database answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from .statements import Statement
+
+Row = Sequence[Any]
+
+# Errors that mean the connection (not the statement) failed. MySQL client codes: can't connect
+# (2003), server gone (2006), lost connection (2013), commands out of sync (2014), server lost
+# (2055) and client idle timeout (4031).
+_MYSQL_DISCONNECT = {2003, 2006, 2013, 2014, 2055, 4031}
+
+
+class Driver:
+    """One checked-out driver connection; the base runs statements the asyncpg way."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
+        """Run a query and return its rows."""
+        return list(await self.connection.fetch(statement.sql, *statement.args(values)))
+
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
+        """Run a statement that returns no rows."""
+        await self.connection.execute(statement.sql, *statement.args(values))
+
+    async def begin(self) -> None:
+        """Start a READ COMMITTED transaction (several statements, all or nothing)."""
+        await self.connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+    async def commit(self) -> None:
+        """Commit the transaction ``begin`` started."""
+        await self.connection.execute("COMMIT")
+
+    async def settle(self) -> None:
+        """Commit a transaction the driver opened by itself (an engine not in autocommit)."""
+
+    def is_error(self, error: Exception) -> bool:
+        """Whether ``error`` came from the driver or the server (not from the caller's code)."""
+        import asyncpg
+
+        return isinstance(error, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError))
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        """Whether ``error`` means the connection to the server is gone."""
+        import asyncpg
+
+        gone = (
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError,
+            asyncpg.exceptions.CannotConnectNowError,
+        )
+        return isinstance(error, (OSError, *gone))
+
+
+class MySQLDriver(Driver):
+    """aiomysql: statements through a cursor (parameters are escaped by the client)."""
+
+    async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
+        """Run a query and return its rows."""
+        async with self.connection.cursor() as cursor:
+            await cursor.execute(statement.sql, statement.args(values))
+            return list(await cursor.fetchall())
+
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
+        """Run a statement that returns no rows."""
+        async with self.connection.cursor() as cursor:
+            await cursor.execute(statement.sql, statement.args(values))
+
+    async def begin(self) -> None:
+        """Start a READ COMMITTED transaction."""
+        async with self.connection.cursor() as cursor:
+            await cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        await self.connection.begin()
+
+    async def commit(self) -> None:
+        """Commit the transaction ``begin`` started."""
+        await self.connection.commit()
+
+    async def settle(self) -> None:
+        """Commit when the connection is not in autocommit mode."""
+        if not self.connection.get_autocommit():
+            await self.connection.commit()
+
+    def is_error(self, error: Exception) -> bool:
+        """Whether ``error`` came from the driver or the server."""
+        import pymysql
+
+        return isinstance(error, (OSError, pymysql.err.Error))
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        """Whether ``error`` means the connection to the server is gone."""
+        import pymysql
+
+        if isinstance(error, (OSError, pymysql.err.InterfaceError)):
+            return True
+        code = error.args[0] if error.args else None
+        return isinstance(error, pymysql.err.OperationalError) and code in _MYSQL_DISCONNECT
+
+
+class SQLiteDriver(Driver):
+    """aiosqlite: one hop to the connection's thread per statement."""
+
+    async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
+        """Run a query and return its rows."""
+        return list(await self.connection.execute_fetchall(statement.sql, statement.args(values)))
+
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
+        """Run a statement that returns no rows."""
+        await self.connection.execute_fetchall(statement.sql, statement.args(values))
+
+    async def begin(self) -> None:
+        """Take the write lock now, so the transaction never fails to upgrade later."""
+        await self.connection.execute_fetchall("BEGIN IMMEDIATE")
+
+    async def commit(self) -> None:
+        """Commit the transaction ``begin`` started."""
+        await self.connection.execute_fetchall("COMMIT")
+
+    async def settle(self) -> None:
+        """Commit a transaction sqlite3 opened implicitly (an engine not in autocommit)."""
+        if self.connection.in_transaction:
+            await self.connection.commit()
+
+    async def rollback(self) -> None:
+        """Roll back whatever transaction is open (after an error or a cancellation)."""
+        if self.connection.in_transaction:
+            await self.connection.rollback()
+
+    def is_error(self, error: Exception) -> bool:
+        """Whether ``error`` came from sqlite3."""
+        return isinstance(error, (OSError, sqlite3.Error))
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        """A file database has no connection to lose."""
+        return False
+
+
+DRIVERS: dict[str, type[Driver]] = {
+    "postgresql": Driver,
+    "mysql": MySQLDriver,
+    "sqlite": SQLiteDriver,
+}
+
+
+@asynccontextmanager
+async def checkout(
+    engine: AsyncEngine, backend: str, *, atomic: bool, autocommit: bool
+) -> AsyncIterator[Driver]:
+    """A pooled connection for one store call; ``atomic`` wraps the block in a transaction.
+
+    ``autocommit``: the engine's connections autocommit and skip the rollback at check-in,
+    so returning one to the pool does no I/O and needs no greenlet.
+    """
+    pooled = await engine.raw_connection()
+    driver = DRIVERS[backend](pooled.driver_connection)
+    try:
+        if atomic:
+            await driver.begin()
+        yield driver
+        if atomic:
+            await driver.commit()
+        else:
+            await driver.settle()
+    except BaseException as error:
+        await _recover(engine, pooled, driver, error)
+        if isinstance(error, Exception) and driver.is_error(error):
+            raise _translate(error, driver.is_disconnect(error)) from error
+        raise
+    if autocommit:
+        pooled.close()
+    else:
+        await greenlet_spawn(pooled.close)
+
+
+async def _recover(engine: AsyncEngine, pooled: Any, driver: Driver, error: BaseException) -> None:
+    """Leave no connection behind in an unknown state after ``error`` (cancellation included)."""
+    reason = error if isinstance(error, Exception) else None
+    if isinstance(driver, SQLiteDriver):
+        # The connection may be the whole database (in memory): roll back and keep it.
+        await asyncio.shield(driver.rollback())
+        await greenlet_spawn(pooled.close)
+    elif driver.is_disconnect(error):
+        engine.pool._invalidate(pooled, reason)  # and every connection made before it
+    else:
+        # Mid-statement or mid-transaction: closed without awaiting, which cannot hang.
+        pooled.invalidate(reason)
+
+
+def _translate(error: Exception, disconnect: bool) -> Exception:
+    """The driver's error as SQLAlchemy's ``DBAPIError`` family (``OperationalError`` if lost)."""
+    if disconnect:
+        return exc.OperationalError(None, None, error, connection_invalidated=True)
+    return exc.DBAPIError.instance(None, None, error, Exception)

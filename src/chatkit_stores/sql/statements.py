@@ -1,0 +1,162 @@
+"""Every statement the SQL store runs, built once with SQLAlchemy and compiled once per dialect.
+
+SQLAlchemy does what it is good at here: one definition of each statement, rendered for SQLite,
+PostgreSQL and MySQL/MariaDB (placeholders, casts, upserts, index hints). The store then runs the
+compiled text on the driver connection, so a call pays no per-call compilation, cache-key or
+result-processing cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Dialect, Table, bindparam, delete, or_, select
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from . import dialects
+from .schema import Tables
+
+KINDS = {
+    "thread": ("threads", ["tenant", "id"], ["data"]),
+    "item": ("items", ["tenant", "thread_id", "id"], ["type", "data"]),
+    "attachment": ("attachments", ["tenant", "id"], ["thread_id", "data"]),
+}
+"""For each kind of row: its table, its key, and the columns a save overwrites."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement's SQL text for one dialect, and how to order its parameters."""
+
+    name: str
+    sql: str
+    params: tuple[str, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    converters: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """Return the positional parameters for ``values`` (named by the statement's binds)."""
+        out = []
+        for name in self.params:
+            value = values[name] if name in values else self.defaults[name]
+            convert = self.converters.get(name)
+            out.append(value if convert is None else convert(value))
+        return out
+
+
+def compile_statement(name: str, clause: ClauseElement, dialect: Dialect) -> Statement:
+    """Compile ``clause`` for ``dialect`` once; keep the type conversions its binds need."""
+    # As for executemany: an INSERT gets no RETURNING of the new seq, which nothing reads.
+    compiled = cast(SQLCompiler, clause.compile(dialect=dialect, for_executemany=True))
+    names = tuple(compiled.positiontup or ())
+    defaults: dict[str, Any] = {}
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for bind_name in set(names):
+        bind = compiled.binds[bind_name]
+        if not bind.required:
+            defaults[bind_name] = bind.effective_value
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            converters[bind_name] = processor
+    return Statement(name, compiled.string, names, defaults, converters)
+
+
+class Statements:
+    """The store's statements for one table set and dialect, compiled on first use."""
+
+    def __init__(self, tables: Tables, backend: str, dialect: Dialect) -> None:
+        self.tables = tables
+        self.backend = backend
+        self.dialect = dialect
+        self._compiled: dict[str, Statement] = {}
+
+    def __getitem__(self, name: str) -> Statement:
+        statement = self._compiled.get(name)
+        if statement is None:
+            if name not in set(self.names()):  # so that names() lists all the store runs
+                raise KeyError(name)
+            statement = compile_statement(name, self._build(name), self.dialect)
+            self._compiled[name] = statement
+        return statement
+
+    def names(self) -> Iterator[str]:
+        """Every statement name, for tests that EXPLAIN or inspect them all."""
+        for kind in KINDS:
+            yield from (f"save_{kind}", f"load_{kind}", f"delete_{kind}")
+        yield from ("delete_thread_items", "delete_thread_attachments", "thread_attachment_ids")
+        yield "orphaned_attachments"
+        for kind in ("thread", "item"):
+            yield f"cursor_{kind}"
+            for order in ("asc", "desc"):
+                yield from (f"page_{kind}_{order}", f"page_{kind}_{order}_after")
+
+    def _build(self, name: str) -> ClauseElement:
+        t = self.tables
+        verb, _, rest = name.partition("_")
+        if name == "delete_thread_items":
+            return delete(t.items).where(*_match(t.items, "tenant", "thread_id"))
+        if name == "delete_thread_attachments":
+            return delete(t.attachments).where(*_match(t.attachments, "tenant", "thread_id"))
+        if name == "thread_attachment_ids":
+            return select(t.attachments.c.id).where(*_match(t.attachments, "tenant", "thread_id"))
+        if name == "orphaned_attachments":
+            a = t.attachments
+            return (
+                select(a.c.tenant, a.c.id)
+                .where(a.c.thread_id.is_(None), a.c.created_at < bindparam("before"))
+                .order_by(a.c.created_at)
+                .limit(bindparam("limit"))
+            )
+        if verb == "page":
+            kind, order, *after = rest.split("_")
+            return self._page(kind, order, bool(after))
+        table_name, key, update = KINDS[rest]
+        table = getattr(t, table_name)
+        if verb == "save":
+            columns = [c.name for c in table.c if c.name != "seq"]
+            values: dict[str, Any] = {c: bindparam(c) for c in columns}
+            return dialects.upsert(self.backend, table, values, key, update)
+        if verb == "load":
+            return select(table.c.data).where(*_match(table, *key))
+        if verb == "delete":
+            return delete(table).where(*_match(table, *key))
+        if verb == "cursor":
+            return select(table.c.created_at, table.c.seq).where(*_match(table, *key))
+        raise KeyError(name)
+
+    def _page(self, kind: str, order: str, after: bool) -> ClauseElement:
+        """Up to ``limit`` rows in order, after the cursor row when ``after`` (keyset)."""
+        table_name, key, _ = KINDS[kind]
+        table: Table = getattr(self.tables, table_name)
+        scope = key[:-1]  # a thread's items, or a tenant's threads
+        stmt = dialects.use_index(
+            select(table.c.data).where(*_match(table, *scope)), table, f"{table.name}_order"
+        )
+        if order == "asc":
+            stmt = stmt.order_by(table.c.created_at, table.c.seq)
+        else:
+            stmt = stmt.order_by(table.c.created_at.desc(), table.c.seq.desc())
+        if after:
+            # The cursor row is looked up inside the statement. Written as a range on created_at
+            # so MariaDB uses the index too (it does not range-scan a row-value comparison).
+            cursor = table.alias("cursor")
+            found = [*_match(cursor, *scope), cursor.c.id == bindparam("after")]
+            at = select(cursor.c.created_at).where(*found).scalar_subquery()
+            seq = select(cursor.c.seq).where(*found).scalar_subquery()
+            if order == "asc":
+                stmt = stmt.where(
+                    table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq)
+                )
+            else:
+                stmt = stmt.where(
+                    table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq)
+                )
+        return stmt.limit(bindparam("limit"))
+
+
+def _match(table: Any, *columns: str) -> list[Any]:
+    """``column = :column`` for each column (``table`` is a Table or an alias of one)."""
+    return [table.c[name] == bindparam(name) for name in columns]
