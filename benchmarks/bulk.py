@@ -14,7 +14,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import text
 
 from .variants import Target
 from .variants.raw_mysql import connect_args
@@ -34,14 +34,15 @@ def batches(rows: Rows, size: int = BATCH) -> Iterator[list[tuple[Any, ...]]]:
         yield batch
 
 
-async def empty_tables(store: Any) -> None:
-    """Delete every row of an ``SQLStore``'s tables (TRUNCATE where the database has it)."""
+TABLES = ("items", "attachments", "threads")
+
+
+async def empty_tables(store: Any, prefix: str) -> None:
+    """Delete every row of the tables with ``prefix`` (TRUNCATE where the database has it)."""
     async with store.engine.begin() as conn:
-        for table in (store.tables.items, store.tables.attachments, store.tables.threads):
-            if conn.dialect.name == "sqlite":
-                await conn.execute(delete(table))
-            else:
-                await conn.execute(text(f"TRUNCATE TABLE {table.name}"))
+        for table in TABLES:
+            empty = "DELETE FROM" if conn.dialect.name == "sqlite" else "TRUNCATE TABLE"
+            await conn.execute(text(f"{empty} {prefix}{table}"))
 
 
 async def load(target: Target, table: str, columns: Sequence[str], rows: Rows) -> int:

@@ -121,10 +121,10 @@ async def turns_per_second(
     return per_client * clients / elapsed
 
 
-async def server_version(store: Any) -> str:
+async def server_version(store: Any, backend: str) -> str:
     """The database server's version string."""
     async with store.engine.connect() as conn:
-        return str(await conn.scalar(text(SERVER_VERSION[store.dialect])))
+        return str(await conn.scalar(text(SERVER_VERSION[backend])))
 
 
 async def idle_noise(seconds: float = 1.0) -> dict[str, float]:
@@ -155,11 +155,11 @@ class BackendRun:
         admin = ours(target, config.prefix, 1)
         try:
             await admin.create_schema()
-            await empty_tables(admin)
+            await empty_tables(admin, config.prefix)
             threads, items = seed_rows(config, self.names, self.content)
             await load(target, f"{config.prefix}threads", THREAD_COLUMNS, threads)
             await load(target, f"{config.prefix}items", ITEM_COLUMNS, items)
-            self.version = await server_version(admin)
+            self.version = await server_version(admin, target.backend)
         finally:
             await admin.close()
         self.log(f"{target.backend} {self.version}: {len(threads)} threads, {len(items)} items")

@@ -82,6 +82,7 @@ def item_rows(count: int) -> Iterator[tuple[Any, ...]]:
 
 async def ensure_loaded(
     store: Any,
+    prefix: str,
     target: Target,
     threads: int,
     items: int,
@@ -92,23 +93,22 @@ async def ensure_loaded(
     marker = f"loaded-{threads}-threads-{items}-items-{measured_only}"
     try:
         await store.load_thread(marker, MARKER)
-        log(f"{target.backend}: {store.table_prefix}* already loaded ({marker})")
+        log(f"{target.backend}: {prefix}* already loaded ({marker})")
         return
     except NotFoundError:
         pass
-    log(f"{target.backend}: loading {store.table_prefix}* ({marker})...")
+    log(f"{target.backend}: loading {prefix}* ({marker})...")
     start = perf_counter()
-    await empty_tables(store)
-    prefix = store.table_prefix
+    await empty_tables(store, prefix)
     await load(target, f"{prefix}threads", THREAD_COLUMNS, thread_rows(threads, measured_only))
     await load(target, f"{prefix}items", ITEM_COLUMNS, item_rows(items))
+    analyze = "ANALYZE TABLE" if target.backend == "mysql" else "ANALYZE"
     async with store.engine.connect() as conn:  # fresh statistics for the planner
-        for table in (store.tables.threads, store.tables.items):
-            analyze = "ANALYZE TABLE" if target.backend == "mysql" else "ANALYZE"
-            await conn.execute(text(f"{analyze} {table.name}"))
+        for table in ("threads", "items"):
+            await conn.execute(text(f"{analyze} {prefix}{table}"))
         await conn.commit()
     await store.save_thread(ThreadMetadata(id=marker, created_at=T0), MARKER)
-    log(f"{target.backend}: loaded {store.table_prefix}* in {perf_counter() - start:.0f} s")
+    log(f"{target.backend}: loaded {prefix}* in {perf_counter() - start:.0f} s")
 
 
 async def run_scaling(target: Target, config: Config, log: Callable[[str], None]) -> dict[str, Any]:
@@ -118,13 +118,13 @@ async def run_scaling(target: Target, config: Config, log: Callable[[str], None]
         target = Target("sqlite", f"sqlite:///{config.cache_dir / f'{config.prefix}scaling.db'}")
     n, count = config.scaling_items, config.scaling_threads
     # Tables per size, so quick and full runs each keep their own loaded copy.
-    big = ours(target, f"{config.prefix}scale{count}_", 2)
-    small = ours(target, f"{config.prefix}small{count}_", 2)
+    big_prefix, small_prefix = f"{config.prefix}scale{count}_", f"{config.prefix}small{count}_"
+    big, small = ours(target, big_prefix, 2), ours(target, small_prefix, 2)
     try:
         for store in (big, small):
             await store.create_schema()
-        await ensure_loaded(big, target, count, n, False, log)
-        await ensure_loaded(small, target, count, 0, True, log)
+        await ensure_loaded(big, big_prefix, target, count, n, False, log)
+        await ensure_loaded(small, small_prefix, target, count, 0, True, log)
         ids = thread_ids(count)
         cases: dict[str, Callable[[], Awaitable[Any]]] = {
             "items asc, start": lambda: big.load_thread_items(
