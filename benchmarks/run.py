@@ -12,8 +12,6 @@ from typing import Any, TypeVar
 from chatkit.types import ThreadItem, ThreadMetadata
 from sqlalchemy import text
 
-from chatkit_stores.testing.models import T0
-
 from .bulk import ITEM_COLUMNS, THREAD_COLUMNS, empty_tables, load
 from .config import Config
 from .environment import environment
@@ -25,6 +23,7 @@ from .workload import (
     LONG_THREAD,
     MAIN_THREAD,
     SEED_ITEMS,
+    T0,
     Content,
     HistoryWalk,
     session,

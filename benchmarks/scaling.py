@@ -16,16 +16,14 @@ from time import perf_counter
 from typing import Any
 
 from chatkit.store import NotFoundError
-from chatkit.types import ThreadMetadata
+from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadMetadata
 from sqlalchemy import text
-
-from chatkit_stores.testing import models
 
 from .bulk import ITEM_COLUMNS, THREAD_COLUMNS, empty_tables, load
 from .config import Config
 from .measure import Recorder, summary
 from .variants import Target, ours
-from .workload import PAGE
+from .workload import PAGE, T0
 
 TENANT = {"tenant_id": "scale"}
 MARKER = {"tenant_id": "__benchmark__"}
@@ -34,12 +32,11 @@ TENANTS = 10_000
 TENANT_THREADS = 100
 """Threads of the measured tenant, spread evenly through the big table."""
 LONG = "thr_long"
-T0 = models.T0
 
 
-def _template(model: Any, placeholder: str) -> str:
-    """A model's JSON with ``placeholder`` as id and ``T0`` as created_at, to fill in by text."""
-    json = str(model.model_copy(update={"id": placeholder}).model_dump_json())
+def _template(model: Any) -> str:
+    """A model's JSON, to fill in by text (its id and ``T0`` as created_at get replaced)."""
+    json = str(model.model_dump_json())
     assert T0.isoformat() in json, "timestamps serialize as isoformat()"
     return json
 
@@ -56,7 +53,7 @@ def thread_ids(count: int) -> list[str]:
 
 def thread_rows(count: int, only_measured: bool) -> Iterator[tuple[Any, ...]]:
     """``count`` threads, one second apart; every (count/100)-th belongs to the measured tenant."""
-    template = _template(models.thread(created_at=T0), "thr_TEMPLATE")
+    template = _template(ThreadMetadata(id="thr_TEMPLATE", title="A thread", created_at=T0))
     stride = max(1, count // TENANT_THREADS)
     for n in range(0, count, stride if only_measured else 1):
         at = T0 + timedelta(seconds=n)
@@ -72,8 +69,14 @@ def thread_rows(count: int, only_measured: bool) -> Iterator[tuple[Any, ...]]:
 
 def item_rows(count: int) -> Iterator[tuple[Any, ...]]:
     """``count`` assistant messages of about 1 KB in the long thread, one second apart."""
-    message = models.assistant_message(LONG, T0, text="history " * 100)
-    template = _template(message, "msg_TEMPLATE")
+    text = "an answer from the history of a long thread " * 22
+    message = AssistantMessageItem(
+        id="msg_TEMPLATE",
+        thread_id=LONG,
+        created_at=T0,
+        content=[AssistantMessageContent(text=text)],
+    )
+    template = _template(message)
     for n in range(count):
         at = T0 + timedelta(seconds=n)
         data = template.replace("msg_TEMPLATE", item_id(n)).replace(T0.isoformat(), at.isoformat())

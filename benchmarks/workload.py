@@ -6,6 +6,7 @@ Items are built with ``chatkit.types`` models; their JSON is 0.5-20 KB, like rea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -14,25 +15,33 @@ from typing import Any, TypeVar
 
 from chatkit.store import NotFoundError
 from chatkit.types import (
+    Annotation,
+    AssistantMessageContent,
+    AssistantMessageItem,
     Attachment,
     DurationSummary,
+    FileAttachment,
+    ImageAttachment,
+    InferenceOptions,
     SearchTask,
     ThoughtTask,
     ThreadItem,
     ThreadMetadata,
     URLSource,
+    UserMessageItem,
+    UserMessageTextContent,
     WidgetItem,
     Workflow,
     WorkflowItem,
 )
 from chatkit.widgets import Badge, Card, Row, Text, Title
-from pydantic import BaseModel
-
-from chatkit_stores.testing import models
+from pydantic import AnyUrl, BaseModel
 
 from .variants import BenchStore
 
 T = TypeVar("T")
+T0 = datetime(2025, 3, 14, 15, 9, 26, 535897)
+"""When seeded history starts (with microseconds, as real timestamps have)."""
 Record = Callable[[str, Awaitable[Any]], Awaitable[Any]]
 
 MAIN_THREAD = "thr_main"
@@ -51,6 +60,11 @@ _VOCABULARY = (
     "search result summary 2025 invoice Zürich naïve café 😀 data index latency"
 )
 _LOREM = " ".join(Random(0).choice(_VOCABULARY.split()) for _ in range(12_000))
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id with ChatKit's prefix."""
+    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def now() -> datetime:
@@ -74,22 +88,62 @@ class Content:
         self, created_at: datetime | None = None, thread_id: str | None = None
     ) -> ThreadMetadata:
         """A new thread with a title and metadata."""
-        title = self.text(10, 60)
-        return models.thread(thread_id, created_at=created_at or now(), title=title)
+        return ThreadMetadata(
+            id=thread_id or new_id("thr"),
+            title=self.text(10, 60),
+            created_at=created_at or now(),
+            metadata={"model": "gpt-x", "labels": [self.text(3, 12)]},
+        )
 
     def attachment(self, thread_id: str | None) -> Attachment:
-        """Attachment metadata, a file or an image (with upload descriptor and preview URL)."""
-        kind = self.random.choice(["file", "image"])
-        return models.ATTACHMENT_BUILDERS[kind](thread_id=thread_id)
+        """Attachment metadata: a PDF, or an image with its preview URL."""
+        attachment_id = new_id("atc")
+        if self.random.random() < 0.5:
+            return FileAttachment(
+                id=attachment_id,
+                name="report.pdf",
+                mime_type="application/pdf",
+                thread_id=thread_id,
+            )
+        return ImageAttachment(
+            id=attachment_id,
+            name="photo.png",
+            mime_type="image/png",
+            thread_id=thread_id,
+            preview_url=AnyUrl(f"https://files.example.com/preview/{attachment_id}"),
+        )
 
     def turn_items(self, thread_id: str) -> list[ThreadItem]:
         """What one turn adds: a user message, then an answer, a widget and a workflow."""
         return [
-            models.user_message(thread_id, now(), text=self.text(200, 2000)),
-            models.assistant_message(thread_id, now(), text=self.text(800, 19_000)),
+            self.user_message(thread_id),
+            self.assistant_message(thread_id),
             self.widget(thread_id),
             self.workflow(thread_id),
         ]
+
+    def user_message(self, thread_id: str) -> UserMessageItem:
+        """A question of 0.2-2 KB of text, with an attachment one time in four."""
+        attachments = [self.attachment(thread_id)] if self.random.random() < 0.25 else []
+        return UserMessageItem(
+            id=new_id("msg"),
+            thread_id=thread_id,
+            created_at=now(),
+            content=[UserMessageTextContent(text=self.text(200, 2000))],
+            attachments=attachments,
+            inference_options=InferenceOptions(model="gpt-x"),
+        )
+
+    def assistant_message(self, thread_id: str) -> AssistantMessageItem:
+        """An answer of 0.8-19 KB of text citing a few web sources."""
+        annotations = [
+            Annotation(source=URLSource(title=self.text(10, 60), url=f"https://example.com/{n}"))
+            for n in range(self.random.randint(0, 4))
+        ]
+        content = AssistantMessageContent(text=self.text(800, 19_000), annotations=annotations)
+        return AssistantMessageItem(
+            id=new_id("msg"), thread_id=thread_id, created_at=now(), content=[content]
+        )
 
     def widget(self, thread_id: str) -> WidgetItem:
         """A card with a title and 3-40 rows of text and badges (1-8 KB)."""
@@ -99,7 +153,7 @@ class Content:
         ]
         card = Card(children=[Title(value=self.text(10, 40)), *rows])
         return WidgetItem(
-            id=models.new_id("wdg"),
+            id=new_id("wdg"),
             thread_id=thread_id,
             created_at=now(),
             widget=card,
@@ -117,7 +171,7 @@ class Content:
             SearchTask(queries=[self.text(10, 50)], sources=sources),
         ]
         return WorkflowItem(
-            id=models.new_id("wf"),
+            id=new_id("wf"),
             thread_id=thread_id,
             created_at=now(),
             workflow=Workflow(type="reasoning", tasks=tasks, summary=DurationSummary(duration=9)),
@@ -201,13 +255,12 @@ class Script:
 def make_script() -> Script:
     """Build the fixed script once; replay it on each variant in its own tenant."""
     content = Content(seed=1)
-    t0 = models.T0
-    threads = [content.thread(t0 + timedelta(seconds=s)) for s in (0, 1, 1)]
+    threads = [content.thread(T0 + timedelta(seconds=s)) for s in (0, 1, 1)]
     main = threads[0].id
     offsets = [0, 1, 1, 2, 3, 3, 4]
     items = [
-        item.model_copy(update={"created_at": t0 + timedelta(seconds=offset)})
-        for item, offset in zip(content.history(main, len(offsets), t0), offsets, strict=True)
+        item.model_copy(update={"created_at": T0 + timedelta(seconds=offset)})
+        for item, offset in zip(content.history(main, len(offsets), T0), offsets, strict=True)
     ]
     return Script(threads, items, content.attachment(main))
 
