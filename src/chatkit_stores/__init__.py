@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .audit import AuditError, AuditEvent, AuditHook
+    from .concurrency import ThreadConflictError
     from .files import DiskAttachmentStore, S3AttachmentStore, UploadRejected
     from .memory import MemoryStore
     from .sql import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
@@ -34,6 +35,7 @@ _EXPORTS = {
     "SchemaMissingError": ".sql",
     "Telemetry": ".telemetry",
     "TenantError": ".tenancy",
+    "ThreadConflictError": ".concurrency",
     "TenantResolver": ".tenancy",
     "default_tenant": ".tenancy",
     "single_tenant": ".tenancy",
@@ -54,6 +56,7 @@ __all__ = [
     "Telemetry",
     "TenantError",
     "TenantResolver",
+    "ThreadConflictError",
     "UploadRejected",
     "default_tenant",
     "single_tenant",

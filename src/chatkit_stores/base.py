@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -11,6 +11,7 @@ from chatkit.store import Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
 from .audit import AuditHook
+from .concurrency import LoadedThreads, ThreadConflicts, save_thread
 from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry, sql_attributes
 from .telemetry import DEFAULT as DEFAULT_TELEMETRY
 from .tenancy import (
@@ -58,6 +59,7 @@ class StoreBase(Store[TContext], Generic[TContext]):
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
         audit: AuditHook | None = None,
         telemetry: Telemetry | None = None,
+        thread_conflicts: ThreadConflicts = "merge",
     ) -> None:
         if max_page_size < 1:
             raise ValueError(f"max_page_size must be at least 1, got {max_page_size}")
@@ -66,6 +68,32 @@ class StoreBase(Store[TContext], Generic[TContext]):
         self.attachment_store: LinkedAttachmentStore | None = None
         self.audit: AuditHook | None = audit
         self.telemetry: Telemetry = telemetry if telemetry is not None else DEFAULT_TELEMETRY
+        if thread_conflicts not in ("merge", "raise", "overwrite"):
+            raise ValueError(
+                f"thread_conflicts must be merge, raise or overwrite, not {thread_conflicts!r}"
+            )
+        self.thread_conflicts: ThreadConflicts = thread_conflicts
+        self.loaded_threads = LoadedThreads()
+
+    async def save_versioned(
+        self,
+        thread: ThreadMetadata,
+        *,
+        swap: Callable[[str, int], Awaitable[bool]],
+        current: Callable[[], Awaitable[tuple[str, int] | None]],
+        upsert: Callable[[str], Awaitable[None]],
+    ) -> None:
+        """Save ``thread`` by the ``thread_conflicts`` rule, with the store's own primitives."""
+        data = thread_metadata(thread).model_dump_json()
+        await save_thread(
+            self.loaded_threads,
+            thread,
+            data,
+            self.thread_conflicts,
+            swap=swap,
+            current=current,
+            upsert=upsert,
+        )
 
     def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:
         """Delete bytes with ``delete_thread`` and refresh preview URLs on load."""

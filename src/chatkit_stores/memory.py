@@ -12,7 +12,8 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import BaseModel
 
 from .audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
-from .base import StoreBase, TContext, check_id, make_page, position, thread_metadata
+from .base import StoreBase, TContext, check_id, make_page, position
+from .concurrency import ThreadConflicts
 from .telemetry import DB_SYSTEM_NAME, Attributes, Telemetry, traced
 from .tenancy import TenantResolver
 
@@ -25,6 +26,7 @@ class _Row(Generic[M]):
 
     place: tuple[datetime, int]
     model: M
+    version: int = 0  # bumped by every save (threads: optimistic concurrency)
 
 
 class MemoryStore(StoreBase[TContext]):
@@ -37,9 +39,14 @@ class MemoryStore(StoreBase[TContext]):
         max_page_size: int = 1000,
         audit: AuditHook | None = None,
         telemetry: Telemetry | None = None,
+        thread_conflicts: ThreadConflicts = "merge",
     ) -> None:
         super().__init__(
-            tenant=tenant, max_page_size=max_page_size, audit=audit, telemetry=telemetry
+            tenant=tenant,
+            max_page_size=max_page_size,
+            audit=audit,
+            telemetry=telemetry,
+            thread_conflicts=thread_conflicts,
         )
         self._threads: dict[tuple[str, str], _Row[ThreadMetadata]] = {}
         self._items: dict[tuple[str, str, str], _Row[ThreadItem]] = {}
@@ -53,7 +60,22 @@ class MemoryStore(StoreBase[TContext]):
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Insert or replace a thread; an existing thread keeps its place."""
         key = (self.tenant_of(context), check_id(thread.id, "thread id"))
-        self._upsert(self._threads, key, thread_metadata(thread))
+
+        async def swap(data: str, version: int) -> bool:
+            row = self._threads.get(key)
+            if row is None or row.version != version:
+                return False
+            self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
+            return True
+
+        async def current() -> tuple[str, int] | None:
+            row = self._threads.get(key)
+            return None if row is None else (row.model.model_dump_json(), row.version)
+
+        async def upsert(data: str) -> None:
+            self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
+
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -61,7 +83,9 @@ class MemoryStore(StoreBase[TContext]):
         row = self._threads.get((self.tenant_of(context), thread_id))
         if row is None:
             raise NotFoundError(f"Thread {thread_id} not found")
-        return row.model.model_copy(deep=True)
+        thread = row.model.model_copy(deep=True)
+        self.loaded_threads.remember(thread, row.version, row.model.model_dump_json())
+        return thread
 
     @traced("threads")
     async def load_threads(
@@ -178,7 +202,8 @@ class MemoryStore(StoreBase[TContext]):
     def _upsert(self, table: dict[K, _Row[M]], key: K, model: M) -> None:
         existing = table.get(key)
         place = existing.place if existing else (position(model.created_at), next(self._counter))  # type: ignore[attr-defined]
-        table[key] = _Row(place, model.model_copy(deep=True))
+        version = existing.version + 1 if existing else 0
+        table[key] = _Row(place, model.model_copy(deep=True), version)
 
 
 K = TypeVar("K", bound=tuple[str, ...])

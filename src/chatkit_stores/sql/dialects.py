@@ -129,7 +129,10 @@ def engine_options(url: URL, given: Mapping[str, Any] | None = None) -> dict[str
             del options["pool_use_lifo"]
     else:
         options["pool_recycle"] = 3600
-    return options | dict(given or {})
+    given = dict(given or {})
+    if "poolclass" in given:  # LIFO is an option of the default queue pool only
+        options.pop("pool_use_lifo", None)
+    return options | given
 
 
 def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
@@ -148,16 +151,27 @@ def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
 
 
 def upsert(
-    backend: str, table: Table, values: Mapping[str, Any], key: Iterable[str], update: Iterable[str]
+    backend: str,
+    table: Table,
+    values: Mapping[str, Any],
+    key: Iterable[str],
+    update: Iterable[str],
+    bump: str | None = None,
 ) -> Insert:
-    """INSERT ``values``, or on a duplicate ``key`` overwrite only the ``update`` columns."""
+    """INSERT ``values``, or on a duplicate ``key`` overwrite only the ``update`` columns.
+
+    ``bump`` names a counter column the update adds one to (a thread's version).
+    """
+    counter = {} if bump is None else {bump: table.c[bump] + 1}
     if backend == "mysql":
         mysql_stmt = mysql.insert(table).values(values)
-        return mysql_stmt.on_duplicate_key_update({c: mysql_stmt.inserted[c] for c in update})
+        return mysql_stmt.on_duplicate_key_update(
+            {c: mysql_stmt.inserted[c] for c in update} | counter
+        )
     dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
     stmt = dialect_insert(table).values(values)
     return stmt.on_conflict_do_update(
-        index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        index_elements=list(key), set_={c: stmt.excluded[c] for c in update} | counter
     )
 
 

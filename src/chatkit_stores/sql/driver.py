@@ -43,9 +43,10 @@ class Driver:
         """Run a query and return its rows."""
         return list(await self.connection.fetch(statement.sql, *statement.args(values)))
 
-    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
-        """Run a statement that returns no rows."""
-        await self.connection.execute(statement.sql, *statement.args(values))
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
+        """Run a statement that returns no rows; return how many rows it changed."""
+        status = await self.connection.execute(statement.sql, *statement.args(values))
+        return int(status.rsplit(" ", 1)[-1])
 
     async def begin(self) -> None:
         """Start a READ COMMITTED transaction (several statements, all or nothing)."""
@@ -87,10 +88,10 @@ class MySQLDriver(Driver):
             await cursor.execute(statement.sql, statement.args(values))
             return list(await cursor.fetchall())
 
-    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
-        """Run a statement that returns no rows."""
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
+        """Run a statement that returns no rows; return how many rows it changed."""
         async with self.connection.cursor() as cursor:
-            await cursor.execute(statement.sql, statement.args(values))
+            return int(await cursor.execute(statement.sql, statement.args(values)))
 
     async def begin(self) -> None:
         """Start a READ COMMITTED transaction."""
@@ -130,9 +131,11 @@ class SQLiteDriver(Driver):
         """Run a query and return its rows."""
         return list(await self.connection.execute_fetchall(statement.sql, statement.args(values)))
 
-    async def execute(self, statement: Statement, values: dict[str, Any]) -> None:
-        """Run a statement that returns no rows."""
+    async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
+        """Run a statement that returns no rows; return how many rows it changed."""
+        before = self.connection.total_changes  # no hop; the connection is this call's alone
         await self.connection.execute_fetchall(statement.sql, statement.args(values))
+        return int(self.connection.total_changes - before)
 
     async def begin(self) -> None:
         """Take the write lock now, so the transaction never fails to upgrade later."""

@@ -1,7 +1,8 @@
 """The one table set all SQL backends share.
 
 Each table is keyed by tenant first. ``data`` holds the pydantic JSON, the source of truth;
-the other columns exist only to find, filter and order rows. ``seq`` is an insertion counter
+the other columns exist only to find, filter and order rows (and a thread's ``version``, bumped
+by every save, for optimistic concurrency). ``seq`` is an insertion counter
 that breaks ties between equal ``created_at`` values and never changes on update, so an
 updated row keeps its place.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Index, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, UniqueConstraint
 
 from .dialects import TABLE_OPTIONS, Blob, Key, Serial, Timestamp
 
@@ -40,6 +41,7 @@ def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         Column("id", Key(), nullable=False),
         Column("created_at", Timestamp, nullable=False),
         Column("data", Blob, nullable=False),
+        Column("version", BigInteger, nullable=False, server_default="0"),
         UniqueConstraint("tenant", "id", name=f"{prefix}threads_key"),
         Index(f"{prefix}threads_order", "tenant", "created_at", "seq"),
         **TABLE_OPTIONS,

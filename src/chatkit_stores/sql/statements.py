@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Table, bindparam, delete, or_, select
+from sqlalchemy import Dialect, Table, bindparam, delete, or_, select, update
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -86,6 +86,7 @@ class Statements:
         """Every statement name, for tests that EXPLAIN or inspect them all."""
         for kind in KINDS:
             yield from (f"save_{kind}", f"load_{kind}", f"delete_{kind}")
+        yield "swap_thread"
         yield from ("delete_thread_items", "delete_thread_attachments", "thread_attachment_ids")
         yield "orphaned_attachments"
         for kind in ("thread", "item"):
@@ -102,6 +103,12 @@ class Statements:
             return delete(t.attachments).where(*_match(t.attachments, "tenant", "thread_id"))
         if name == "thread_attachment_ids":
             return select(t.attachments.c.id).where(*_match(t.attachments, "tenant", "thread_id"))
+        if name == "swap_thread":  # a save that happens only if nobody saved in between
+            return (
+                update(t.threads)
+                .where(*_match(t.threads, "tenant", "id", "version"))
+                .values(data=bindparam("data"), version=t.threads.c.version + 1)
+            )
         if name == "orphaned_attachments":
             a = t.attachments
             return (
@@ -113,14 +120,16 @@ class Statements:
         if verb == "page":
             kind, order, *after = rest.split("_")
             return self._page(kind, order, bool(after))
-        table_name, key, update = KINDS[rest]
+        table_name, key, overwrite = KINDS[rest]
         table = getattr(t, table_name)
         if verb == "save":
-            columns = [c.name for c in table.c if c.name != "seq"]
+            columns = [c.name for c in table.c if c.name not in ("seq", "version")]
             values: dict[str, Any] = {c: bindparam(c) for c in columns}
-            return dialects.upsert(self.backend, table, values, key, update)
+            bump = "version" if "version" in table.c else None
+            return dialects.upsert(self.backend, table, values, key, overwrite, bump)
         if verb == "load":
-            return select(table.c.data).where(*_match(table, *key))
+            versioned = [table.c.version] if "version" in table.c else []
+            return select(table.c.data, *versioned).where(*_match(table, *key))
         if verb == "delete":
             return delete(table).where(*_match(table, *key))
         if verb == "cursor":

@@ -26,8 +26,8 @@ from ..base import (
     is_key,
     make_page,
     position,
-    thread_metadata,
 )
+from ..concurrency import ThreadConflicts
 from ..telemetry import Telemetry, traced
 from ..tenancy import TenantResolver
 from . import dialects
@@ -73,9 +73,14 @@ class SQLStore(StoreBase[TContext]):
         engine_options: dict[str, Any] | None = None,
         audit: AuditHook | None = None,
         telemetry: Telemetry | None = None,
+        thread_conflicts: ThreadConflicts = "merge",
     ) -> None:
         super().__init__(
-            tenant=tenant, max_page_size=max_page_size, audit=audit, telemetry=telemetry
+            tenant=tenant,
+            max_page_size=max_page_size,
+            audit=audit,
+            telemetry=telemetry,
+            thread_conflicts=thread_conflicts,
         )
         if (url is None) == (engine is None):
             raise TypeError(f"{type(self).__name__} needs exactly one of a URL or engine=")
@@ -139,23 +144,43 @@ class SQLStore(StoreBase[TContext]):
 
     @traced("threads")
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
-        """Insert or replace a thread; an existing thread keeps its place."""
-        await self._execute(
-            "save_thread",
-            tenant=self.tenant_of(context),
-            id=check_id(thread.id, "thread id"),
-            created_at=position(thread.created_at),
-            data=thread_metadata(thread).model_dump_json(),
-        )
+        """Insert or replace a thread; never undoes a change saved since it was loaded."""
+        key = {"tenant": self.tenant_of(context), "id": check_id(thread.id, "thread id")}
+        created_at = position(thread.created_at)
+
+        async def swap(data: str, version: int) -> bool:
+            async with self._checkout() as db:
+                return (
+                    await db.execute(
+                        self._sql["swap_thread"], {**key, "data": data, "version": version}
+                    )
+                    == 1
+                )
+
+        async def current() -> tuple[str, int] | None:
+            async with self._checkout() as db:
+                rows = await db.fetch(self._sql["load_thread"], key)
+            return (rows[0][0], rows[0][1]) if rows else None
+
+        async def upsert(data: str) -> None:
+            await self._execute("save_thread", **key, created_at=created_at, data=data)
+
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return the thread, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
-        data = await self._scalar(is_key(thread_id), "load_thread", tenant=tenant, id=thread_id)
-        if data is None:
+        rows = []
+        if is_key(thread_id):
+            async with self._checkout() as db:
+                rows = await db.fetch(self._sql["load_thread"], {"tenant": tenant, "id": thread_id})
+        if not rows:
             raise NotFoundError(f"Thread {thread_id} not found")
-        return ThreadMetadata.model_validate_json(data)
+        data, version = rows[0]
+        thread = ThreadMetadata.model_validate_json(data)
+        self.loaded_threads.remember(thread, version, data)
+        return thread
 
     @traced("threads")
     async def load_threads(

@@ -1,0 +1,117 @@
+"""Optimistic concurrency for threads: a save never silently undoes a change made meanwhile.
+
+ChatKit loads a thread when a request starts and saves it when the response ends. A rename or a
+status change made by another request in between would be overwritten by that save. So each
+stored thread has a version, bumped by every save, and the store remembers, for every thread
+object it returned, the version and the JSON it had. Saving that object again is a
+compare-and-swap on the version. When someone else saved in between:
+
+- ``"merge"`` (the default): the fields this object changed since it was loaded are applied to
+  the thread as it is now (``metadata`` key by key); the others keep the newer values. When both
+  changed the same field, this save wins.
+- ``"raise"``: ``ThreadConflictError``; load the thread again and redo the change.
+- ``"overwrite"``: the last save wins whole (no version check).
+
+A thread object the store did not return (a new thread, a copy) is saved whole, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from chatkit.types import ThreadMetadata
+
+ThreadConflicts = Literal["merge", "raise", "overwrite"]
+MAX_ATTEMPTS = 100  # each lost attempt means another save won: progress is never stalled
+_MISSING = object()
+
+
+class ThreadConflictError(RuntimeError):
+    """The thread was saved by someone else since this object was loaded (``"raise"`` mode)."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"Thread {thread_id} changed since it was loaded; load it again and redo the change "
+            "(or build the store with thread_conflicts='merge')"
+        )
+        self.thread_id = thread_id
+
+
+@dataclass
+class _Seen:
+    ref: weakref.ref[ThreadMetadata]
+    version: int
+    data: str
+
+
+class LoadedThreads:
+    """The version and JSON each thread object had when this store loaded or last saved it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, _Seen] = {}
+
+    def remember(self, thread: ThreadMetadata, version: int, data: str) -> None:
+        """Record what ``thread`` looked like at ``version``; forgotten when it is collected."""
+        key = id(thread)
+        forget = weakref.ref(thread, lambda _: self._seen.pop(key, None))
+        self._seen[key] = _Seen(forget, version, data)
+
+    def recall(self, thread: ThreadMetadata) -> _Seen | None:
+        """What ``thread`` looked like when last loaded or saved, if this store returned it."""
+        seen = self._seen.get(id(thread))
+        return seen if seen is not None and seen.ref() is thread else None
+
+
+def merge(ours: dict[str, Any], base: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """``theirs`` plus every field ``ours`` changed since ``base`` (``metadata`` key by key)."""
+    merged = dict(theirs)
+    for key in ours.keys() | base.keys():
+        mine, was = ours.get(key, _MISSING), base.get(key, _MISSING)
+        if mine == was:
+            continue
+        if key == "metadata" and all(isinstance(v, dict) for v in (mine, was, theirs.get(key))):
+            merged[key] = merge(mine, was, theirs[key])
+        elif mine is _MISSING:
+            merged.pop(key, None)
+        else:
+            merged[key] = mine
+    return merged
+
+
+async def save_thread(
+    seen: LoadedThreads,
+    thread: ThreadMetadata,
+    data: str,
+    mode: ThreadConflicts,
+    swap: Callable[[str, int], Awaitable[bool]],
+    current: Callable[[], Awaitable[tuple[str, int] | None]],
+    upsert: Callable[[str], Awaitable[None]],
+) -> None:
+    """Save ``data`` (the JSON of ``thread``) under the rules above, with the store's primitives.
+
+    ``swap(data, version)`` writes only if the stored version is ``version`` and bumps it;
+    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally.
+    """
+    was = seen.recall(thread) if mode != "overwrite" else None
+    if was is None:
+        await upsert(data)
+        return
+    to_write, version = data, was.version
+    for _ in range(MAX_ATTEMPTS):
+        if await swap(to_write, version):
+            seen.remember(thread, version + 1, data)
+            return
+        now = await current()
+        if now is None:  # deleted meanwhile: saved whole, as a thread never loaded
+            await upsert(data)
+            return
+        if mode == "raise":
+            raise ThreadConflictError(thread.id)
+        theirs, version = now
+        merged = merge(json.loads(data), json.loads(was.data), json.loads(theirs))
+        to_write = ThreadMetadata.model_validate(merged).model_dump_json()
+    raise ThreadConflictError(thread.id)  # saved by others MAX_ATTEMPTS times in a row
