@@ -84,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--table-prefix", default="chatkit_", help="table prefix (chatkit_)")
         return sub
 
+    migrate = with_url("migrate", "upgrade the chatkit-stores tables", revision="optional")
     for sub in (
-        with_url("migrate", "upgrade the chatkit-stores tables", revision="optional"),
+        migrate,
         with_url("downgrade", "downgrade the chatkit-stores tables", revision="required"),
     ):
         sub.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    migrate.add_argument(
+        "--row-level-security",
+        choices=["on", "off"],
+        help="PostgreSQL: create (on) or drop (off) the tenant policies; see docs/security.md",
+    )
     with_url("stamp", "record a revision as current without running it", revision="required")
     with_url("current", "print the revision the database is at")
     commands.add_parser("history", help="list the shipped revisions")
@@ -149,7 +155,8 @@ def _migration(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "migrate":
-        asyncio.run(migrations.migrate(url, args.revision, prefix=prefix))
+        rls = {"on": True, "off": False, None: None}[args.row_level_security]
+        asyncio.run(migrations.migrate(url, args.revision, prefix=prefix, row_level_security=rls))
     elif args.command == "downgrade":
         asyncio.run(migrations.downgrade(url, args.revision, prefix=prefix))
     elif args.command == "stamp":

@@ -16,6 +16,9 @@ TenantResolver = Callable[[Any], str]
 """A callable that returns the tenant key for a ChatKit request context."""
 
 TENANT_FIELDS = ("tenant_id", "user_id")
+TENANT_SETTING = "chatkit_stores.tenant"
+"""The PostgreSQL setting Row-Level Security policies compare each row's tenant with."""
+
 MAX_KEY_LENGTH = 255
 
 _HOW_TO_CONFIGURE = (

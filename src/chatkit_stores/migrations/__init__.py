@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..sql import dialects
 from ..sql.schema import DEFAULT_TABLE_PREFIX, make_tables
+from .row_security import set_row_security
 
 HERE = Path(__file__).parent
 TABLES = ("threads", "items", "attachments")
@@ -175,15 +176,21 @@ async def migrate(
     *,
     prefix: str = DEFAULT_TABLE_PREFIX,
     version_locations: VersionLocations = (),
+    row_level_security: bool | None = None,
 ) -> None:
-    """Upgrade the database to ``revision`` (default: the newest)."""
+    """Upgrade the database to ``revision`` (default: the newest).
+
+    ``row_level_security`` (PostgreSQL): True creates the tenant policies (see
+    ``row_security``), False drops them, None leaves them as they are.
+    """
+
+    def work(conn: sa.Connection) -> None:
+        upgrade_with(conn, revision, prefix=prefix, version_locations=version_locations)
+        if row_level_security is not None:
+            set_row_security(conn, prefix, row_level_security)
+
     async with _one_at_a_time():
-        await run_sync(
-            target,
-            lambda conn: upgrade_with(
-                conn, revision, prefix=prefix, version_locations=version_locations
-            ),
-        )
+        await run_sync(target, work)
 
 
 async def downgrade(

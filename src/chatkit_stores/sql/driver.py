@@ -59,6 +59,10 @@ class Driver:
     async def settle(self) -> None:
         """Commit a transaction the driver opened by itself (an engine not in autocommit)."""
 
+    async def set_setting(self, name: str, value: str) -> None:
+        """Set a PostgreSQL setting until the end of the transaction (a bound parameter)."""
+        await self.connection.execute("SELECT set_config($1, $2, true)", name, value)
+
     def is_error(self, error: Exception) -> bool:
         """Whether ``error`` came from the driver or the server (not from the caller's code)."""
         import asyncpg

@@ -29,9 +29,9 @@ from ..base import (
 )
 from ..concurrency import ThreadConflicts
 from ..telemetry import Telemetry, traced
-from ..tenancy import TenantResolver
+from ..tenancy import TENANT_SETTING, TenantResolver
 from . import dialects
-from .driver import Driver, checkout
+from .driver import Driver, Row, checkout
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 from .statements import Statements
 
@@ -74,6 +74,7 @@ class SQLStore(StoreBase[TContext]):
         audit: AuditHook | None = None,
         telemetry: Telemetry | None = None,
         thread_conflicts: ThreadConflicts = "merge",
+        row_level_security: bool = False,
     ) -> None:
         super().__init__(
             tenant=tenant,
@@ -100,6 +101,9 @@ class SQLStore(StoreBase[TContext]):
         self.dialect = dialects.backend_of(engine.url)
         self.table_prefix = table_prefix
         self.tables = make_tables(table_prefix)
+        if row_level_security and self.dialect != "postgresql":
+            raise ValueError("row_level_security needs PostgreSQL")
+        self.row_level_security = row_level_security
         self.statements = Statements(self.tables, self.dialect, engine.dialect)
         self._sql = self.statements
         self._schema_ready = not self.auto_create_schema
@@ -149,17 +153,10 @@ class SQLStore(StoreBase[TContext]):
         created_at = position(thread.created_at)
 
         async def swap(data: str, version: int) -> bool:
-            async with self._checkout() as db:
-                return (
-                    await db.execute(
-                        self._sql["swap_thread"], {**key, "data": data, "version": version}
-                    )
-                    == 1
-                )
+            return await self._execute("swap_thread", **key, data=data, version=version) == 1
 
         async def current() -> tuple[str, int] | None:
-            async with self._checkout() as db:
-                rows = await db.fetch(self._sql["load_thread"], key)
+            rows = await self._fetch("load_thread", **key)
             return (rows[0][0], rows[0][1]) if rows else None
 
         async def upsert(data: str) -> None:
@@ -171,10 +168,11 @@ class SQLStore(StoreBase[TContext]):
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return the thread, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
-        rows = []
-        if is_key(thread_id):
-            async with self._checkout() as db:
-                rows = await db.fetch(self._sql["load_thread"], {"tenant": tenant, "id": thread_id})
+        rows = (
+            await self._fetch("load_thread", tenant=tenant, id=thread_id)
+            if is_key(thread_id)
+            else []
+        )
         if not rows:
             raise NotFoundError(f"Thread {thread_id} not found")
         data, version = rows[0]
@@ -202,7 +200,7 @@ class SQLStore(StoreBase[TContext]):
             return
         of_thread = {"tenant": tenant, "thread_id": thread_id}
         attachment_ids: list[str] = []
-        async with self._checkout(atomic=True) as db:
+        async with self._checkout(tenant, atomic=True) as db:
             await db.execute(self._sql["delete_thread_items"], of_thread)
             if self.attachment_store is not None:
                 rows = await db.fetch(self._sql["thread_attachment_ids"], of_thread)
@@ -307,7 +305,7 @@ class SQLStore(StoreBase[TContext]):
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
-        async with self._checkout() as db:
+        async with self._checkout(None) as db:  # every tenant's (with RLS: a BYPASSRLS role)
             rows = await db.fetch(
                 self._sql["orphaned_attachments"],
                 {"before": position(created_before), "limit": limit},
@@ -317,26 +315,37 @@ class SQLStore(StoreBase[TContext]):
     # machinery
 
     @asynccontextmanager
-    async def _checkout(self, *, atomic: bool = False) -> AsyncIterator[Driver]:
-        """A pooled driver connection for one store call (``atomic``: one transaction).
+    async def _checkout(self, tenant: str | None, *, atomic: bool = False) -> AsyncIterator[Driver]:
+        """A pooled driver connection for one call of ``tenant`` (``atomic``: one transaction).
 
         On an engine this store made, connections autocommit: a single statement is one round
         trip. Statements were compiled once (``self._sql``) and run on the driver directly.
+        With ``row_level_security`` every call is a transaction that first tells PostgreSQL
+        the tenant (three more round trips).
         """
         if not self._schema_ready:
             await self._create_schema_once()
+        atomic = atomic or self.row_level_security
         try:
             async with checkout(
                 self.engine, self.dialect, atomic=atomic, autocommit=self._autocommit
             ) as db:
+                if self.row_level_security:
+                    await db.set_setting(TENANT_SETTING, tenant or "")
                 yield db
         except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
             raise
 
-    async def _execute(self, name: str, **values: Any) -> None:
-        async with self._checkout() as db:
-            await db.execute(self._sql[name], values)
+    async def _execute(self, name: str, **values: Any) -> int:
+        """Run one statement of ``values["tenant"]``; return how many rows it changed."""
+        async with self._checkout(values["tenant"]) as db:
+            return await db.execute(self._sql[name], values)
+
+    async def _fetch(self, name: str, **values: Any) -> list[Row]:
+        """Run one query of ``values["tenant"]``; return its rows."""
+        async with self._checkout(values["tenant"]) as db:
+            return await db.fetch(self._sql[name], values)
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
         message = str(error.orig)
@@ -358,8 +367,7 @@ class SQLStore(StoreBase[TContext]):
         """Run a one-value query; ids that cannot exist find nothing without a query."""
         if not valid:
             return None
-        async with self._checkout() as db:
-            rows = await db.fetch(self._sql[name], values)
+        rows = await self._fetch(name, **values)
         return rows[0][0] if rows else None
 
     async def _page(
@@ -380,7 +388,7 @@ class SQLStore(StoreBase[TContext]):
         if after is not None and not is_key(after):
             raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
         name = f"page_{kind}_{order}" if after is None else f"page_{kind}_{order}_after"
-        async with self._checkout() as db:
+        async with self._checkout(scope["tenant"]) as db:
             rows = await db.fetch(self._sql[name], {**scope, "after": after, "limit": limit + 1})
             cursor_found = True
             if after is not None and not rows:
