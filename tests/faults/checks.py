@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from chatkit.store import NotFoundError, Store
@@ -112,22 +112,26 @@ async def orphan_items(store: SQLStore[Any]) -> int:
         return int((await conn.execute(text(query))).scalar_one())
 
 
-async def busy_sessions(store: SQLStore[Any]) -> int:
-    """Other sessions of this database running a statement or inside a transaction.
+async def busy_sessions(store: SQLStore[Any], client_ports: Collection[int]) -> int:
+    """Sessions from ``client_ports`` running a statement or inside a transaction.
 
     Zero means every call the tests interrupted is over on the server too: nothing is left
-    idle in a transaction, and a COMMIT sent just before a cancellation has finished.
+    idle in a transaction, and a COMMIT sent just before a cancellation has finished. Only the
+    sessions a test made (through the fault proxy) count, whoever else uses the database.
     """
+    if not client_ports:
+        return 0
+    ports = ", ".join(str(int(port)) for port in client_ports)
     if store.engine.dialect.name == "postgresql":
         query = (
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
-            "AND state <> 'idle'"
+            f"AND client_port IN ({ports}) AND state <> 'idle'"
         )
     else:
+        hosts = ", ".join(f"'127.0.0.1:{int(port)}'" for port in client_ports)
         query = (
-            "SELECT COUNT(*) FROM information_schema.processlist p "
-            "WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID() AND (p.command <> 'Sleep' "
+            f"SELECT COUNT(*) FROM information_schema.processlist p WHERE p.host IN ({hosts}) "
+            "AND (p.command <> 'Sleep' "
             "OR p.id IN (SELECT trx_mysql_thread_id FROM information_schema.innodb_trx))"
         )
     async with store.engine.connect() as conn:

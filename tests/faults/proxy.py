@@ -15,6 +15,7 @@ import contextlib
 import enum
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 CHUNK = 64 * 1024
 WINDOW = 1024
@@ -89,12 +90,15 @@ class FaultProxy:
         self.refused = 0
         self.cuts = 0
         self.links_cut = 0
+        self.upstream_ports: list[int] = []
+        """Local ports of every upstream connection made (the server sees them as the client's)."""
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._refusal: Refusal | None = None
         self._rules: list[Rule] = []
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Listen on a free loopback port (on the same port again after ``refuse(CLOSED)``)."""
@@ -102,10 +106,12 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop listening and drop every connection."""
+        """Stop listening, drop every connection, and wait for the proxy's tasks to end."""
         self._stop_listening()
         self._flowing.set()
         self.cut(count=False)
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=10)
 
     @property
     def live(self) -> int:
@@ -172,6 +178,10 @@ class FaultProxy:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
         if self._refusal is not None:
             self.refused += 1
             client.transport.abort()
@@ -182,6 +192,7 @@ class FaultProxy:
         except OSError:
             client.transport.abort()
             return
+        self.upstream_ports.append(upstream.get_extra_info("sockname")[1])
         link = _Link(client, upstream)
         self._links.add(link)
         link.tasks = [

@@ -46,7 +46,7 @@ class Conversation:
 async def conversation(store: Store[Any]) -> Conversation:
     thread = models.thread()
     await store.save_thread(thread, CONTEXT)
-    items = [models.user_message(thread.id, text=f"m{i}") for i in range(ITEMS)]
+    items: list[ThreadItem] = [models.user_message(thread.id, text=f"m{i}") for i in range(ITEMS)]
     for item in items:
         await store.add_thread_item(thread.id, item, CONTEXT)
     attachment = models.file_attachment(thread_id=thread.id)
@@ -163,10 +163,10 @@ async def test_cancelled_while_the_server_has_the_request(
         await proxy.resume()
 
         async def server_quiet() -> bool:
-            return await busy_sessions(direct) == 0
+            return await busy_sessions(direct, proxy.upstream_ports) == 0
 
         # Nothing left in a transaction (and a COMMIT sent before the cancel has finished).
-        await eventually(server_quiet, "no other session of this database busy or in a transaction")
+        await eventually(server_quiet, "no session of the store busy or in a transaction")
         result = await outcome(name, direct, saved)
         await no_connection_checked_out(store)
         await still_works(store)

@@ -247,6 +247,7 @@ class Outcome:
     refused: int
     after_ok: int
     after_errors: list[BaseException]
+    checked_out: int
     seconds: float
 
     @property
@@ -260,7 +261,8 @@ class Outcome:
             f"({sum(r.links_cut for r in w.rounds)} connections cut), 1 refusal window "
             f"({self.refused} connections refused); calls acked {w.acked}, failed {w.failed}, "
             f"hung {w.hung}; writes acknowledged {self.found.acknowledged}, found "
-            f"{self.found.found}; orphan items {self.orphans}; {self.seconds:.1f} s",
+            f"{self.found.found}; orphan items {self.orphans}; connections still checked out "
+            f"{self.checked_out}; {self.seconds:.1f} s",
             f"[faults]   errors: {dict(w.errors)}",
             f"[faults]   not in SQLAlchemy's error family: {dict(w.untranslated)}",
         ]
@@ -289,6 +291,8 @@ async def run(database: Database) -> Outcome:
                 workload.stop.set()
                 await asyncio.wait_for(asyncio.gather(*writers), CALL_TIMEOUT * 2)
             after_ok, after_errors = await calls_after_recovery(store)
+            pool: Any = store.engine.pool
+            checked_out = int(pool.checkedout())
             found = await audit(workload, direct)
             orphans = await orphan_items(direct)
         finally:
@@ -303,6 +307,7 @@ async def run(database: Database) -> Outcome:
         proxy.refused,
         after_ok,
         after_errors,
+        checked_out,
         time.monotonic() - started,
     )
 
@@ -310,7 +315,7 @@ async def run(database: Database) -> Outcome:
 async def calls_after_recovery(store: SQLStore[Any]) -> tuple[int, list[BaseException]]:
     """The same store object, not rebuilt, after the faults: how many calls succeed."""
     context = {"user_id": "after"}
-    ok, errors = 0, []
+    ok, errors = 0, list[BaseException]()
     for _ in range(WRITERS):
         thread = models.thread()
         try:
@@ -363,6 +368,10 @@ def test_the_store_recovers_by_itself(outcome: Outcome) -> None:
             f"recovery took more failed calls than the pool holds: {r}"
         )
     assert outcome.after_errors == [] and outcome.after_ok == WRITERS
+
+
+def test_no_connection_is_left_checked_out(outcome: Outcome) -> None:
+    assert outcome.checked_out == 0, "calls that failed did not give their connection back"
 
 
 @pytest.mark.xfail(

@@ -64,12 +64,13 @@ async def run_until_killed(
     writers: asyncio.subprocess.Process, run: int, delay: float, acked: Acknowledged
 ) -> None:
     """Fork a writer, let it write, SIGKILL it ``delay`` after its first acknowledged write."""
-    assert writers.stdin is not None and writers.stdout is not None
-    writers.stdin.write(f"{run}\n".encode())
-    await writers.stdin.drain()
+    stdin, stdout = writers.stdin, writers.stdout
+    assert stdin is not None and stdout is not None
+    stdin.write(f"{run}\n".encode())
+    await stdin.drain()
 
     async def line() -> str:
-        text = await asyncio.wait_for(writers.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
+        text: bytes = await asyncio.wait_for(stdout.readline(), START_TIMEOUT)
         assert text.endswith(b"\n"), f"the writer process ended: {text!r}"
         return text.decode()
 
