@@ -32,6 +32,8 @@ TENANTS = 10_000
 TENANT_THREADS = 100
 """Threads of the measured tenant, spread evenly through the big table."""
 LONG = "thr_long"
+ROWS_VERSION = 2
+"""Bump when the generated rows change, so cached tables are loaded again."""
 
 
 def _template(model: Any) -> str:
@@ -93,7 +95,7 @@ async def ensure_loaded(
     log: Callable[[str], None],
 ) -> None:
     """Bulk-load the scaling tables unless the marker says they already hold these sizes."""
-    marker = f"loaded-{threads}-threads-{items}-items-{measured_only}"
+    marker = f"v{ROWS_VERSION}-{threads}-threads-{items}-items-{measured_only}"
     try:
         await store.load_thread(marker, MARKER)
         log(f"{target.backend}: {prefix}* already loaded ({marker})")
