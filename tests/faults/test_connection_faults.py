@@ -11,6 +11,7 @@ acknowledged write is there afterwards and nothing is half-written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from chatkit_stores.testing import models
 from .checks import (
     all_items,
     error_name,
+    eventually,
     is_connection_error,
     is_sqlalchemy_connection_error,
     orphan_items,
@@ -248,6 +250,7 @@ class Outcome:
     after_ok: int
     after_errors: list[BaseException]
     checked_out: int
+    left_open: int
     seconds: float
 
     @property
@@ -262,7 +265,8 @@ class Outcome:
             f"({self.refused} connections refused); calls acked {w.acked}, failed {w.failed}, "
             f"hung {w.hung}; writes acknowledged {self.found.acknowledged}, found "
             f"{self.found.found}; orphan items {self.orphans}; connections still checked out "
-            f"{self.checked_out}; {self.seconds:.1f} s",
+            f"{self.checked_out}, still open after close() {self.left_open}; "
+            f"{self.seconds:.1f} s",
             f"[faults]   errors: {dict(w.errors)}",
             f"[faults]   not in SQLAlchemy's error family: {dict(w.untranslated)}",
         ]
@@ -298,6 +302,7 @@ async def run(database: Database) -> Outcome:
         finally:
             await store.close()
             await direct.close()
+            left_open = await still_open(proxy)
             await proxy.close()
     return Outcome(
         database.backend,
@@ -308,8 +313,20 @@ async def run(database: Database) -> Outcome:
         after_ok,
         after_errors,
         checked_out,
+        left_open,
         time.monotonic() - started,
     )
+
+
+async def still_open(proxy: FaultProxy) -> int:
+    """Connections the store left open after ``close()`` (waits a bounded time for them)."""
+
+    async def closed() -> bool:
+        return proxy.live == 0
+
+    with contextlib.suppress(AssertionError):
+        await eventually(closed, "every connection closed", timeout=5.0)
+    return proxy.live
 
 
 async def calls_after_recovery(store: SQLStore[Any]) -> tuple[int, list[BaseException]]:
@@ -372,6 +389,37 @@ def test_the_store_recovers_by_itself(outcome: Outcome) -> None:
 
 def test_no_connection_is_left_checked_out(outcome: Outcome) -> None:
     assert outcome.checked_out == 0, "calls that failed did not give their connection back"
+
+
+POOL_SIZE = 5
+"""SQLAlchemy's default pool_size: connections kept open between calls."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sql/driver.py checkout(): on an autocommit engine it returns the connection with "
+    "pooled.close() outside a greenlet; when the pool is full (an overflow connection) "
+    "SQLAlchemy closes it, which awaits (asyncpg/aiomysql close) -> MissingGreenlet, logged "
+    "as 'Exception closing connection', and the connection stays open",
+)
+@pytest.mark.asyncio
+async def test_overflow_connections_are_closed_when_returned(
+    database: Database, proxy: FaultProxy, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store: SQLStore[Any] = SQLStore.from_url(database.through(proxy.port), table_prefix=prefix)
+    context = {"user_id": "alice"}
+    try:
+        # More concurrent calls than the pool keeps: the overflow connections are closed.
+        await asyncio.gather(*(store.save_thread(models.thread(), context) for _ in range(20)))
+
+        async def pool_sized() -> bool:
+            return proxy.live <= POOL_SIZE
+
+        closing_failed = [r.getMessage() for r in caplog.records if "closing" in r.getMessage()]
+        assert closing_failed == [], closing_failed[:2]
+        await eventually(pool_sized, f"at most {POOL_SIZE} connections open ({proxy.live})")
+    finally:
+        await store.close()
 
 
 @pytest.mark.xfail(

@@ -114,6 +114,7 @@ def check_database(database: Path, acked: Acknowledged) -> None:
             assert not missing, f"acknowledged items missing from {thread_id}: {missing}"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the writer processes are forked")
 @pytest.mark.asyncio
 async def test_sigkill_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
     database = tmp_path / "crash.db"
