@@ -280,6 +280,7 @@ VALUES = {
     "created_at": datetime(2024, 1, 1),
     "before": datetime(2024, 1, 1, 1),
     "data": "{}",
+    "version": 0,
     "limit": PAGE + 1,
 }
 

@@ -395,13 +395,6 @@ POOL_SIZE = 5
 """SQLAlchemy's default pool_size: connections kept open between calls."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql/driver.py checkout(): on an autocommit engine it returns the connection with "
-    "pooled.close() outside a greenlet; when the pool is full (an overflow connection) "
-    "SQLAlchemy closes it, which awaits (asyncpg/aiomysql close) -> MissingGreenlet, logged "
-    "as 'Exception closing connection', and the connection stays open",
-)
 @pytest.mark.asyncio
 async def test_overflow_connections_are_closed_when_returned(
     database: Database, proxy: FaultProxy, prefix: str, caplog: pytest.LogCaptureFixture
@@ -422,13 +415,6 @@ async def test_overflow_connections_are_closed_when_returned(
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql/driver.py checkout() calls engine.raw_connection() outside its try block: "
-    "an error while connecting escapes untranslated (ConnectionResetError, "
-    "ConnectionRefusedError, AsyncAdapt_asyncpg_dbapi.Error, pymysql.err.OperationalError) "
-    "while the same failure mid-query is sqlalchemy.exc.OperationalError",
-)
 @pytest.mark.parametrize("refusal", list(Refusal))
 @pytest.mark.asyncio
 async def test_a_failed_connect_raises_the_same_error_family_as_a_failed_query(

@@ -176,15 +176,16 @@ DRIVERS: dict[str, type[Driver]] = {
 
 
 @asynccontextmanager
-async def checkout(
-    engine: AsyncEngine, backend: str, *, atomic: bool, autocommit: bool
-) -> AsyncIterator[Driver]:
-    """A pooled connection for one store call; ``atomic`` wraps the block in a transaction.
-
-    ``autocommit``: the engine's connections autocommit and skip the rollback at check-in,
-    so returning one to the pool does no I/O and needs no greenlet.
-    """
-    pooled = await engine.raw_connection()
+async def checkout(engine: AsyncEngine, backend: str, *, atomic: bool) -> AsyncIterator[Driver]:
+    """A pooled connection for one store call; ``atomic`` wraps the block in a transaction."""
+    try:
+        pooled = await engine.raw_connection()
+    except exc.DBAPIError:
+        raise
+    except Exception as error:  # the driver could not connect: the same family as a query
+        if isinstance(error, (OSError, engine.dialect.loaded_dbapi.Error)):
+            raise exc.OperationalError(None, None, error) from error
+        raise
     driver = DRIVERS[backend](pooled.driver_connection)
     try:
         if atomic:
@@ -199,10 +200,8 @@ async def checkout(
         if isinstance(error, Exception) and driver.is_error(error):
             raise _translate(error, driver.is_disconnect(error)) from error
         raise
-    if autocommit:
-        pooled.close()
-    else:
-        await greenlet_spawn(pooled.close)
+    # In a greenlet: when the pool is full, check-in closes the connection, which awaits.
+    await greenlet_spawn(pooled.close)
 
 
 async def _recover(engine: AsyncEngine, pooled: Any, driver: Driver, error: BaseException) -> None:

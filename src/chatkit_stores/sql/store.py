@@ -92,11 +92,9 @@ class SQLStore(StoreBase[TContext]):
             options = dialects.engine_options(parsed, engine_options)
             engine = dialects.create_engine(parsed, options)
             self._owns_engine = True
-            self._autocommit = options["isolation_level"] == "AUTOCOMMIT"
         else:
             self._check_backend(dialects.backend_of(engine.url))
             self._owns_engine = False
-            self._autocommit = False  # the caller's engine: commit explicitly
         self.engine = engine
         self.dialect = dialects.backend_of(engine.url)
         self.table_prefix = table_prefix
@@ -327,9 +325,7 @@ class SQLStore(StoreBase[TContext]):
             await self._create_schema_once()
         atomic = atomic or self.row_level_security
         try:
-            async with checkout(
-                self.engine, self.dialect, atomic=atomic, autocommit=self._autocommit
-            ) as db:
+            async with checkout(self.engine, self.dialect, atomic=atomic) as db:
                 if self.row_level_security:
                     await db.set_setting(TENANT_SETTING, tenant or "")
                 yield db
