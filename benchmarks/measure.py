@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import statistics
 from collections import defaultdict
 from collections.abc import Awaitable
@@ -59,8 +60,9 @@ def summary(seconds: list[float]) -> dict[str, Any]:
 class LoopLagProbe:
     """Sleeps ``interval`` seconds in a loop and records how late each wake-up was.
 
-    A late wake-up means something held the event loop: a blocking call, or (with many clients)
-    a long queue of ready callbacks. The epoll timer adds up to ~0.1 ms of its own.
+    A late wake-up means something held the event loop: a blocking call, a garbage-collector
+    pause (recorded separately: it hits whichever code runs when it triggers), or, with many
+    clients, a long queue of ready callbacks. The epoll timer adds up to ~0.1 ms of its own.
     """
 
     def __init__(self, interval: float = 0.001) -> None:
@@ -68,8 +70,11 @@ class LoopLagProbe:
         self.lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._due = float("inf")
+        self.gc_pauses: list[float] = []
+        self._gc_start = 0.0
 
     async def __aenter__(self) -> LoopLagProbe:
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.create_task(self._run())
         await asyncio.sleep(0)  # let it start before the workload does
         return self
@@ -84,6 +89,13 @@ class LoopLagProbe:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = perf_counter()
+        else:
+            self.gc_pauses.append(perf_counter() - self._gc_start)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,8 +106,9 @@ class LoopLagProbe:
             self._due = float("inf")
 
     def summary(self) -> dict[str, float]:
-        """The worst and the 99th-percentile lateness in milliseconds."""
+        """The worst and the 99th-percentile lateness, and the longest GC pause, in ms."""
+        gc_ms = max(self.gc_pauses, default=0.0) * 1000
         if not self.lags:
-            return {"max_ms": 0.0, "p99_ms": 0.0}
+            return {"max_ms": 0.0, "p99_ms": 0.0, "gc_max_ms": gc_ms}
         ms = [lag * 1000 for lag in self.lags]
-        return {"max_ms": max(ms), "p99_ms": p99(ms)}
+        return {"max_ms": max(ms), "p99_ms": p99(ms), "gc_max_ms": gc_ms}

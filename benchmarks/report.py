@@ -75,7 +75,7 @@ def stall_table(result: dict[str, Any]) -> str:
     for backend, data in result["backends"].items():
         idle = data["idle_loop"]
         noise = f"{idle['max_ms']:.1f} (p99 {idle['p99_ms']:.1f})"
-        rows.append([BACKENDS[backend], "idle loop, no store (noise floor)", noise, "-"])
+        rows.append([BACKENDS[backend], "idle loop, no store (noise floor)", noise, "-", "-"])
         for name, v in data["variants"].items():
             most = str(max(int(c) for c in v["throughput"]))
             single, crowd = v["loop"]["latency"], v["loop"][most]
@@ -84,10 +84,17 @@ def stall_table(result: dict[str, Any]) -> str:
                     BACKENDS[backend],
                     LABELS[name],
                     f"{single['max_ms']:.1f} (p99 {single['p99_ms']:.1f})",
+                    f"{single['gc_max_ms']:.1f}",
                     f"{crowd['max_ms']:.1f} (p99 {crowd['p99_ms']:.1f}) at {most}",
                 ]
             )
-    header = ["backend", "variant", "worst stall, 1 client, ms", "worst stall, most clients, ms"]
+    header = [
+        "backend",
+        "variant",
+        "worst stall, 1 client, ms",
+        "longest GC pause in it, ms",
+        "worst stall, most clients, ms",
+    ]
     return _table(header, rows)
 
 
@@ -146,7 +153,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             stall,
             STALL_LIMIT_MS,
             True,
-            f"idle loop on this machine: {data['idle_loop']['max_ms']:.1f} ms",
+            f"idle loop on this machine: {data['idle_loop']['max_ms']:.1f} ms, longest GC pause"
+            f" during ours: {ours['loop']['latency']['gc_max_ms']:.1f} ms",
         )
     for backend, data in result["scaling"].items():
         check(
