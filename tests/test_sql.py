@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from chatkit.store import NotFoundError
-from sqlalchemy import select
+from sqlalchemy import exc, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatkit_stores import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
@@ -90,8 +90,9 @@ def test_bad_table_prefix() -> None:
 @pytest.mark.asyncio
 async def test_constructor_does_no_io() -> None:
     store = PostgresStore("postgresql://nobody@127.0.0.1:1/nowhere")  # nothing listens on port 1
-    with pytest.raises(OSError):
+    with pytest.raises(exc.OperationalError) as raised:  # the same family as a failed query
         await store.load_thread("thr_x", CTX)
+    assert isinstance(raised.value.orig, OSError)
     await store.close()
 
 
