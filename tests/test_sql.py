@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
 import sys
@@ -230,3 +232,30 @@ async def test_delete_thread_is_all_or_nothing(url: str) -> None:
                 await conn.run_sync(store.tables.metadata.drop_all)
                 if store.dialect == "postgresql":
                     await conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}boom()")
+
+
+@pytest.mark.asyncio
+async def test_page_parsing_lets_other_tasks_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing a page of big items yields to the event loop between time slices."""
+    from chatkit_stores.sql import store as sql_store
+
+    monkeypatch.setattr(sql_store, "PARSE_SLICE_S", 0.0)  # every item uses up its slice
+    ticks = 0
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def parse(data: str) -> str:
+        seen.append(ticks)
+        return data
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    parsed = await sql_store._parse_yielding([(str(n),) for n in range(5)], parse)
+    task.cancel()
+    assert parsed == ["0", "1", "2", "3", "4"]
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen)), seen
