@@ -689,6 +689,8 @@ def seal(
                 stateful_step_count=STEPS,
                 deadline=None,
                 database=None,
+                # The default run is the same every time (CI); longer runs explore anew.
+                derandomize=not os.environ.get(EXAMPLES_ENV),
                 phases=[Phase.generate, *([Phase.shrink] if shrink else [])],
                 suppress_health_check=[HealthCheck.too_slow],
             )
