@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 from chatkit.types import ThreadMetadata
 
-from chatkit_stores import SQLiteStore
+from chatkit_stores import SQLiteStore, SQLStore
 from chatkit_stores.cli import main as cli_main
+from chatkit_stores.migrations import version_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -157,8 +158,18 @@ def moving_commands() -> list[str]:
 
 
 @pytest.fixture(params=["postgres", "mysql"])
-def destination(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_url"))
+def destination(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database whose default-prefix tables are empty, as a new user's would be."""
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    asyncio.run(_drop_default_tables(url))  # other tests may have left rows of theirs
+    yield url
+    asyncio.run(_drop_default_tables(url))
+
+
+async def _drop_default_tables(url: str) -> None:
+    async with SQLStore.from_url(url) as store, store.engine.begin() as conn:
+        await conn.run_sync(store.tables.metadata.drop_all)
+        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {version_table()}")
 
 
 async def save_threads(path: Path, count: int) -> None:
