@@ -126,6 +126,27 @@ async def test_missing_schema_says_how_to_fix(backend: str, request: pytest.Fixt
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_tables_of_an_older_revision_say_how_to_fix(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A library upgrade without ``migrate``: the tables lack threads.version (0002)."""
+    from chatkit_stores.migrations import downgrade, migrate
+
+    url = request.getfixturevalue(f"{backend}_url")
+    prefix = f"old{uuid.uuid4().hex[:8]}_"
+    await migrate(url, "0001", prefix=prefix)
+    try:
+        async with SQLStore.from_url(url, table_prefix=prefix) as store:
+            with pytest.raises(SchemaMissingError, match=r"older than .*chatkit-stores migrate"):
+                await store.load_thread("thr_x", CTX)
+            with pytest.raises(SchemaMissingError, match="chatkit-stores migrate"):
+                await store.save_thread(models.thread(), CTX)
+    finally:
+        await downgrade(url, "base", prefix=prefix)
+
+
+@pytest.mark.asyncio
 async def test_create_schema_is_idempotent(store: SQLStore[Any]) -> None:
     await store.create_schema()
     await store.create_schema()

@@ -41,6 +41,7 @@ M = TypeVar("M")
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 _MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
+_MISSING_COLUMN = ("does not exist", "Unknown column", "no such column")
 
 
 def _text(value: str | bytes) -> str:
@@ -363,10 +364,15 @@ class SQLStore(StoreBase[TContext]):
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
         message = str(error.orig)
-        prefix = self.table_prefix
-        if prefix in message and any(text in message for text in _MISSING_TABLE):
+        database = self.engine.url.database
+        if "version" in message and any(text in message for text in _MISSING_COLUMN):
+            raise SchemaMissingError(  # tables from before migration 0002
+                f"The chatkit-stores tables in {database!r} are older than this version of "
+                "the library. Run `chatkit-stores migrate URL` first."
+            ) from error
+        if self.table_prefix in message and any(text in message for text in _MISSING_TABLE):
             raise SchemaMissingError(
-                f"The chatkit-stores tables are missing in {self.engine.url.database!r}. "
+                f"The chatkit-stores tables are missing in {database!r}. "
                 "Run `chatkit-stores migrate URL` or `await store.create_schema()` first."
             ) from error
 
