@@ -177,6 +177,34 @@ async def test_a_thread_deleted_meanwhile_is_saved_again(
     assert (await store.load_thread(thread_id, context)).title == "after delete"
 
 
+async def test_an_unchanged_save_writes_nothing_over_a_newer_one(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    """ChatKit saves the thread at the end of every response, most often unchanged."""
+    store = open_store("raise")
+    thread_id = await _new_thread(store, context)
+    unchanged = await store.load_thread(thread_id, context)
+    fresh = await store.load_thread(thread_id, context)
+    fresh.title = "fresh"
+    await store.save_thread(fresh, context)
+    await store.save_thread(unchanged, context)  # nothing of its own to apply: no conflict
+    assert (await store.load_thread(thread_id, context)).title == "fresh"
+    fresh.title = "fresher"  # the unchanged save did not bump the version: no conflict either
+    await store.save_thread(fresh, context)
+    assert (await store.load_thread(thread_id, context)).title == "fresher"
+
+
+async def test_an_unchanged_thread_deleted_meanwhile_is_saved_again(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    store = open_store("merge")
+    thread_id = await _new_thread(store, context)
+    loaded = await store.load_thread(thread_id, context)
+    await store.delete_thread(thread_id, context)
+    await store.save_thread(loaded, context)
+    assert (await store.load_thread(thread_id, context)).title == "first"
+
+
 def test_merge_applies_our_changes_to_theirs_metadata_key_by_key() -> None:
     base = {"title": "a", "status": "x", "metadata": {"k": 1, "gone": 0}}
     ours = {"title": "a", "status": "y", "metadata": {"k": 2, "new": 3}}

@@ -82,6 +82,7 @@ class StoreBase(Store[TContext], Generic[TContext]):
         swap: Callable[[str, int], Awaitable[bool]],
         current: Callable[[], Awaitable[tuple[str, int] | None]],
         upsert: Callable[[str], Awaitable[None]],
+        insert: Callable[[str], Awaitable[None]],
     ) -> None:
         """Save ``thread`` by the ``thread_conflicts`` rule, with the store's own primitives."""
         data = thread_metadata(thread).model_dump_json()
@@ -93,6 +94,7 @@ class StoreBase(Store[TContext], Generic[TContext]):
             swap=swap,
             current=current,
             upsert=upsert,
+            insert=insert,
         )
 
     def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:

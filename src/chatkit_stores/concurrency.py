@@ -12,7 +12,9 @@ compare-and-swap on the version. When someone else saved in between:
 - ``"raise"``: ``ThreadConflictError``; load the thread again and redo the change.
 - ``"overwrite"``: the last save wins whole (no version check).
 
-A thread object the store did not return (a new thread, a copy) is saved whole, as before.
+A thread object the store did not return (a new thread, a copy) is saved whole, as before. An
+object saved unchanged since it was loaded writes nothing (unless the thread was deleted), so the
+save ChatKit makes at the end of every response costs no write, fsync or replication.
 """
 
 from __future__ import annotations
@@ -90,15 +92,23 @@ async def save_thread(
     swap: Callable[[str, int], Awaitable[bool]],
     current: Callable[[], Awaitable[tuple[str, int] | None]],
     upsert: Callable[[str], Awaitable[None]],
+    insert: Callable[[str], Awaitable[None]],
 ) -> None:
     """Save ``data`` (the JSON of ``thread``) under the rules above, with the store's primitives.
 
     ``swap(data, version)`` writes only if the stored version is ``version`` and bumps it;
-    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally.
+    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally;
+    ``insert(data)`` writes only if the thread is not stored.
     """
     was = seen.recall(thread) if mode != "overwrite" else None
     if was is None:
         await upsert(data)
+        return
+    if data == was.data:
+        # Unchanged since loaded (ChatKit saves every thread at the end of a response): there
+        # is nothing of ours to apply over a newer save, and an unchanged row is not rewritten.
+        # A thread deleted meanwhile is stored again, as by any save.
+        await insert(data)
         return
     to_write, version = data, was.version
     for _ in range(MAX_ATTEMPTS):

@@ -75,7 +75,11 @@ class MemoryStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
 
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
+        async def insert(data: str) -> None:
+            if key not in self._threads:
+                await upsert(data)
+
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert, insert=insert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:

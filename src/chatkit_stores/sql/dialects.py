@@ -175,6 +175,17 @@ def upsert(
     )
 
 
+def insert_missing(
+    backend: str, table: Table, values: Mapping[str, Any], key: Iterable[str]
+) -> Insert:
+    """INSERT ``values`` unless a row with the same ``key`` exists (then change nothing)."""
+    if backend == "mysql":  # not INSERT IGNORE, which would also hide data errors
+        first = next(iter(key))
+        return mysql.insert(table).values(values).on_duplicate_key_update({first: table.c[first]})
+    dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+    return dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=list(key))
+
+
 def use_index(stmt: Select[Any], table: Table, index: str) -> Select[Any]:
     """Make MySQL/MariaDB walk ``index`` for ``table`` (other dialects choose it themselves).
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import exc
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from .statements import Statement
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 # Errors that mean the connection (not the statement) failed. MySQL client codes: can't connect
 # (2003), server gone (2006), lost connection (2013), commands out of sync (2014), server lost
@@ -56,8 +57,9 @@ class Driver:
         """Commit the transaction ``begin`` started."""
         await self.connection.execute("COMMIT")
 
-    async def settle(self) -> None:
-        """Commit a transaction the driver opened by itself (an engine not in autocommit)."""
+    def in_transaction(self) -> bool:
+        """Whether the driver opened a transaction by itself (an engine not in autocommit)."""
+        return False
 
     async def set_setting(self, name: str, value: str) -> None:
         """Set a PostgreSQL setting until the end of the transaction (a bound parameter)."""
@@ -107,10 +109,9 @@ class MySQLDriver(Driver):
         """Commit the transaction ``begin`` started."""
         await self.connection.commit()
 
-    async def settle(self) -> None:
-        """Commit when the connection is not in autocommit mode."""
-        if not self.connection.get_autocommit():
-            await self.connection.commit()
+    def in_transaction(self) -> bool:
+        """Whether the connection is not in autocommit mode (so a statement opened one)."""
+        return not self.connection.get_autocommit()
 
     def is_error(self, error: Exception) -> bool:
         """Whether ``error`` came from the driver or the server."""
@@ -149,10 +150,9 @@ class SQLiteDriver(Driver):
         """Commit the transaction ``begin`` started."""
         await self.connection.execute_fetchall("COMMIT")
 
-    async def settle(self) -> None:
-        """Commit a transaction sqlite3 opened implicitly (an engine not in autocommit)."""
-        if self.connection.in_transaction:
-            await self.connection.commit()
+    def in_transaction(self) -> bool:
+        """Whether sqlite3 opened a transaction implicitly (an engine not in autocommit)."""
+        return bool(self.connection.in_transaction)
 
     async def rollback(self) -> None:
         """Roll back whatever transaction is open (after an error or a cancellation)."""
@@ -175,42 +175,55 @@ DRIVERS: dict[str, type[Driver]] = {
 }
 
 
-@asynccontextmanager
-async def checkout(engine: AsyncEngine, backend: str, *, atomic: bool) -> AsyncIterator[Driver]:
-    """A pooled connection for one store call; ``atomic`` wraps the block in a transaction."""
+async def run(
+    engine: AsyncEngine, backend: str, work: Callable[[Driver], Awaitable[T]], *, atomic: bool
+) -> T:
+    """Run ``work`` on a pooled connection; ``atomic`` makes it one transaction.
+
+    Checkout, ``work`` and check-in share one greenlet: SQLAlchemy's pool is synchronous code
+    that may await (to connect, or to close a connection it does not keep), and every greenlet
+    started costs more than the pool's own bookkeeping.
+    """
+    return await greenlet_spawn(_run, engine.sync_engine, DRIVERS[backend], work, atomic)
+
+
+def _run(
+    engine: Engine, driver_class: type[Driver], work: Callable[[Driver], Awaitable[T]], atomic: bool
+) -> T:
+    """The body of ``run``, in its greenlet: every ``await_only`` suspends the calling task."""
     try:
-        pooled = await engine.raw_connection()
+        pooled = engine.raw_connection()
     except exc.DBAPIError:
         raise
     except Exception as error:  # the driver could not connect: the same family as a query
         if isinstance(error, (OSError, engine.dialect.loaded_dbapi.Error)):
             raise exc.OperationalError(None, None, error) from error
         raise
-    driver = DRIVERS[backend](pooled.driver_connection)
+    driver = driver_class(pooled.driver_connection)
     try:
         if atomic:
-            await driver.begin()
-        yield driver
-        if atomic:
-            await driver.commit()
-        else:
-            await driver.settle()
+            await_only(driver.begin())
+        result = await_only(work(driver))
+        if atomic or driver.in_transaction():
+            await_only(driver.commit())
     except BaseException as error:
-        await _recover(engine, pooled, driver, error)
+        _recover(engine, pooled, driver, error)
         if isinstance(error, Exception) and driver.is_error(error):
             raise _translate(error, driver.is_disconnect(error)) from error
         raise
-    # In a greenlet: when the pool is full, check-in closes the connection, which awaits.
-    await greenlet_spawn(pooled.close)
+    pooled.close()  # a connection the pool does not keep is closed here, awaiting
+    return result
 
 
-async def _recover(engine: AsyncEngine, pooled: Any, driver: Driver, error: BaseException) -> None:
+def _recover(engine: Engine, pooled: Any, driver: Driver, error: BaseException) -> None:
     """Leave no connection behind in an unknown state after ``error`` (cancellation included)."""
     reason = error if isinstance(error, Exception) else None
     if isinstance(driver, SQLiteDriver):
         # The connection may be the whole database (in memory): roll back and keep it.
-        await asyncio.shield(driver.rollback())
-        await greenlet_spawn(pooled.close)
+        try:
+            await_only(asyncio.shield(driver.rollback()))
+        finally:
+            pooled.close()
     elif driver.is_disconnect(error):
         engine.pool._invalidate(pooled, reason)  # and every connection made before it
     else:

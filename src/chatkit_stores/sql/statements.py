@@ -86,7 +86,7 @@ class Statements:
         """Every statement name, for tests that EXPLAIN or inspect them all."""
         for kind in KINDS:
             yield from (f"save_{kind}", f"load_{kind}", f"delete_{kind}")
-        yield "swap_thread"
+        yield from ("swap_thread", "insert_thread")
         yield from ("delete_thread_items", "delete_thread_attachments", "thread_attachment_ids")
         yield "orphaned_attachments"
         for kind in ("thread", "item"):
@@ -109,6 +109,9 @@ class Statements:
                 .where(*_match(t.threads, "tenant", "id", "version"))
                 .values(data=bindparam("data"), version=t.threads.c.version + 1)
             )
+        if name == "insert_thread":  # a save that writes only if the thread is not stored
+            row = _row(t.threads)
+            return dialects.insert_missing(self.backend, t.threads, row, ("tenant", "id"))
         if name == "orphaned_attachments":
             a = t.attachments
             return (
@@ -123,10 +126,8 @@ class Statements:
         table_name, key, overwrite = KINDS[rest]
         table = getattr(t, table_name)
         if verb == "save":
-            columns = [c.name for c in table.c if c.name not in ("seq", "version")]
-            values: dict[str, Any] = {c: bindparam(c) for c in columns}
             bump = "version" if "version" in table.c else None
-            return dialects.upsert(self.backend, table, values, key, overwrite, bump)
+            return dialects.upsert(self.backend, table, _row(table), key, overwrite, bump)
         if verb == "load":
             versioned = [table.c.version] if "version" in table.c else []
             return select(table.c.data, *versioned).where(*_match(table, *key))
@@ -169,3 +170,8 @@ class Statements:
 def _match(table: Any, *columns: str) -> list[Any]:
     """``column = :column`` for each column (``table`` is a Table or an alias of one)."""
     return [table.c[name] == bindparam(name) for name in columns]
+
+
+def _row(table: Table) -> dict[str, Any]:
+    """``column: :column`` for every column a save writes (not the store's own counters)."""
+    return {c.name: bindparam(c.name) for c in table.c if c.name not in ("seq", "version")}

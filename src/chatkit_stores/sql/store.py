@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +31,7 @@ from ..concurrency import ThreadConflicts
 from ..telemetry import Telemetry, traced
 from ..tenancy import TENANT_SETTING, TenantResolver
 from . import dialects
-from .driver import Driver, Row, checkout
+from .driver import Driver, Row, run
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 from .statements import Statements
 
@@ -64,6 +63,18 @@ async def _parse_yielding(rows: list[Row], parse: Callable[[str], M]) -> list[M]
             await asyncio.sleep(0)
             until = time.perf_counter() + PARSE_SLICE_S
     return parsed
+
+
+def _with_tenant(
+    tenant: str | None, work: Callable[[Driver], Awaitable[M]]
+) -> Callable[[Driver], Awaitable[M]]:
+    """``work`` preceded by telling PostgreSQL the tenant, for its Row-Level Security policies."""
+
+    async def scoped(db: Driver) -> M:
+        await db.set_setting(TENANT_SETTING, tenant or "")
+        return await work(db)
+
+    return scoped
 
 
 class SchemaMissingError(RuntimeError):
@@ -179,7 +190,10 @@ class SQLStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             await self._execute("save_thread", **key, created_at=created_at, data=data)
 
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
+        async def insert(data: str) -> None:
+            await self._execute("insert_thread", **key, created_at=created_at, data=data)
+
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert, insert=insert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -216,14 +230,18 @@ class SQLStore(StoreBase[TContext]):
         if not is_key(thread_id):
             return
         of_thread = {"tenant": tenant, "thread_id": thread_id}
-        attachment_ids: list[str] = []
-        async with self._checkout(tenant, atomic=True) as db:
+
+        async def delete(db: Driver) -> list[str]:
             await db.execute(self._sql["delete_thread_items"], of_thread)
+            ids = []
             if self.attachment_store is not None:
                 rows = await db.fetch(self._sql["thread_attachment_ids"], of_thread)
-                attachment_ids = [_text(row[0]) for row in rows]
+                ids = [_text(row[0]) for row in rows]
             await db.execute(self._sql["delete_thread_attachments"], of_thread)
             await db.execute(self._sql["delete_thread"], {"tenant": tenant, "id": thread_id})
+            return ids
+
+        attachment_ids = await self._run(tenant, delete, atomic=True)
         await self.forget_attachments(tenant, attachment_ids)
 
     # items
@@ -322,45 +340,42 @@ class SQLStore(StoreBase[TContext]):
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
-        async with self._checkout(None) as db:  # every tenant's (with RLS: a BYPASSRLS role)
-            rows = await db.fetch(
-                self._sql["orphaned_attachments"],
-                {"before": position(created_before), "limit": limit},
-            )
+        values = {"tenant": None, "before": position(created_before), "limit": limit}
+        rows = await self._fetch("orphaned_attachments", **values)  # every tenant's
         return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
 
     # machinery
 
-    @asynccontextmanager
-    async def _checkout(self, tenant: str | None, *, atomic: bool = False) -> AsyncIterator[Driver]:
-        """A pooled driver connection for one call of ``tenant`` (``atomic``: one transaction).
+    async def _run(
+        self, tenant: str | None, work: Callable[[Driver], Awaitable[M]], *, atomic: bool = False
+    ) -> M:
+        """Run ``work`` on a pooled driver connection for ``tenant`` (``atomic``: a transaction).
 
         On an engine this store made, connections autocommit: a single statement is one round
         trip. Statements were compiled once (``self._sql``) and run on the driver directly.
         With ``row_level_security`` every call is a transaction that first tells PostgreSQL
-        the tenant (three more round trips).
+        the tenant (three more round trips). ``tenant`` None is every tenant's (with RLS, it
+        needs a BYPASSRLS role).
         """
         if not self._schema_ready:
             await self._create_schema_once()
-        atomic = atomic or self.row_level_security
+        if self.row_level_security:
+            atomic, work = True, _with_tenant(tenant, work)
         try:
-            async with checkout(self.engine, self.dialect, atomic=atomic) as db:
-                if self.row_level_security:
-                    await db.set_setting(TENANT_SETTING, tenant or "")
-                yield db
+            return await run(self.engine, self.dialect, work, atomic=atomic)
         except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
             raise
 
     async def _execute(self, name: str, **values: Any) -> int:
         """Run one statement of ``values["tenant"]``; return how many rows it changed."""
-        async with self._checkout(values["tenant"]) as db:
-            return await db.execute(self._sql[name], values)
+        statement = self._sql[name]
+        return await self._run(values["tenant"], lambda db: db.execute(statement, values))
 
     async def _fetch(self, name: str, **values: Any) -> list[Row]:
         """Run one query of ``values["tenant"]``; return its rows."""
-        async with self._checkout(values["tenant"]) as db:
-            return await db.fetch(self._sql[name], values)
+        statement = self._sql[name]
+        return await self._run(values["tenant"], lambda db: db.fetch(statement, values))
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
         message = str(error.orig)
@@ -408,13 +423,15 @@ class SQLStore(StoreBase[TContext]):
         if after is not None and not is_key(after):
             raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
         name = f"page_{kind}_{order}" if after is None else f"page_{kind}_{order}_after"
-        async with self._checkout(scope["tenant"]) as db:
-            rows = await db.fetch(self._sql[name], {**scope, "after": after, "limit": limit + 1})
-            cursor_found = True
-            if after is not None and not rows:
-                cursor_found = bool(
-                    await db.fetch(self._sql[f"cursor_{kind}"], {**scope, "id": after})
-                )
+        values = {**scope, "after": after, "limit": limit + 1}
+
+        async def read(db: Driver) -> tuple[list[Row], bool]:
+            rows = await db.fetch(self._sql[name], values)
+            if after is None or rows:
+                return rows, True
+            return rows, bool(await db.fetch(self._sql[f"cursor_{kind}"], {**scope, "id": after}))
+
+        rows, cursor_found = await self._run(scope["tenant"], read)
         if not cursor_found:
             raise NotFoundError(f"Cursor {after} names nothing in this list")
         return make_page(await _parse_yielding(rows, parse), limit)
