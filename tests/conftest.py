@@ -1,20 +1,25 @@
-"""The project's test databases: the plugin's URL fixtures, with our test tables created once.
+"""The project's test databases and S3 buckets, shared by the main suite and ``tests/faults``.
 
-See ``chatkit_stores.pytest_plugin`` for where URLs come from (environment variables, else
-testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1`` turns skips into failures).
+The plugin's URL fixtures, with our test tables created once; an admin helper running
+statements on an AUTOCOMMIT connection; a boto3 client, its credentials in the environment,
+and a fresh bucket per test. See ``chatkit_stores.pytest_plugin`` for where URLs come from
+(environment variables, else testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1``
+turns skips into failures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatkit_stores import SQLStore
-from chatkit_stores.pytest_plugin import server_url
+from chatkit_stores.pytest_plugin import s3_credentials, server_url
 
 TEST_PREFIX = "ckt_"
 
@@ -57,3 +62,68 @@ def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'chat.db'}"
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+async def admin(url: str, *statements: str) -> None:
+    """Run ``statements`` in order on an AUTOCOMMIT connection (DDL, roles, CREATE DATABASE)."""
+    # Imported here, like boto3 below: every test run loads this file, and they take seconds.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from chatkit_stores.sql.dialects import async_url
+
+    engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def s3_client(s3_endpoint: str) -> Any:
+    """A boto3 S3 client of the ``s3_endpoint`` server (SigV4, as presigned URLs need)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4")
+    return boto3.client("s3", endpoint_url=s3_endpoint, config=config, **s3_credentials())
+
+
+@pytest.fixture
+def s3_env_credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``s3_credentials()``, its keys also set in the AWS variables for clients boto3 makes."""
+    credentials = s3_credentials()
+    for name, variable in [
+        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ]:
+        if name in credentials:
+            monkeypatch.setenv(variable, credentials[name])
+    return credentials
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> Iterator[str]:
+    """A new bucket; afterwards its open uploads are aborted, its objects and itself deleted."""
+    name = f"ckt-{uuid.uuid4().hex[:24]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    for upload in open_uploads(s3_client, name):
+        s3_client.abort_multipart_upload(
+            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    for key in bucket_keys(s3_client, name):
+        s3_client.delete_object(Bucket=name, Key=key)
+    s3_client.delete_bucket(Bucket=name)
+
+
+def bucket_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    """The keys of the objects in ``bucket`` under ``prefix``."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def open_uploads(client: Any, bucket: str) -> list[Any]:
+    """The multipart uploads of ``bucket`` started and neither completed nor aborted."""
+    return list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))

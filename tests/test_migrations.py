@@ -44,6 +44,7 @@ from chatkit_stores.migrations import MigrationError, version_table
 from chatkit_stores.sql.dialects import Key, async_url
 from chatkit_stores.sql.schema import DEFAULT_TABLE_PREFIX, make_tables
 from chatkit_stores.testing import models
+from conftest import admin
 
 T = TypeVar("T")
 CTX = {"user_id": "u"}
@@ -262,17 +263,7 @@ def execute_script(url: str, script: str) -> None:
             statements.append("\n".join(lines).rstrip().rstrip(";"))
             lines = []
     assert not lines, f"unterminated statement: {lines}"
-
-    async def work() -> None:
-        engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.exec_driver_sql(statement)
-        finally:
-            await engine.dispose()
-
-    run(work())
+    run(admin(url, *statements))
 
 
 def drop_tables(url: str, prefix: str) -> None:
@@ -330,22 +321,12 @@ def own_database(url: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / f'own{uuid.uuid4().hex[:8]}.db'}"
         return
     name = f"mig_{uuid.uuid4().hex[:12]}"
-    admin = async_url(url)
-
-    async def execute(statement: str) -> None:
-        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.exec_driver_sql(statement)
-        finally:
-            await engine.dispose()
-
-    run(execute(f"CREATE DATABASE {name}"))
+    run(admin(url, f"CREATE DATABASE {name}"))
     try:
         yield parsed.set(database=name).render_as_string(hide_password=False)
     finally:
         force = " WITH (FORCE)" if parsed.get_backend_name() == "postgresql" else ""
-        run(execute(f"DROP DATABASE IF EXISTS {name}{force}"))
+        run(admin(url, f"DROP DATABASE IF EXISTS {name}{force}"))
 
 
 async def write_conversation(url: str, prefix: str) -> dict[str, Any]:

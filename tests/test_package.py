@@ -20,12 +20,29 @@ def test_plugin_is_registered() -> None:
     assert plugins.get("chatkit_stores") == "chatkit_stores.pytest_plugin"
 
 
+def imported(module: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has imported after importing ``module``."""
+    code = f"import sys, {module}; print(*sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_plugin_import_is_light() -> None:
     """Every pytest run of a user imports the plugin: it must not pull in SQLAlchemy or drivers."""
-    code = (
-        "import sys, chatkit_stores.pytest_plugin; "
-        "print(sorted(m for m in ('sqlalchemy', 'asyncpg', 'aiomysql', 'aiosqlite', 'chatkit')"
-        " if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    heavy = ("sqlalchemy", "asyncpg", "aiomysql", "aiosqlite", "chatkit")
+    assert imported("chatkit_stores.pytest_plugin", heavy) == []
+
+
+def test_testing_names_import() -> None:
+    from chatkit_stores import demo, testing
+
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None
+    assert set(testing.__all__) <= set(dir(testing))
+    assert testing.EchoServer is demo.EchoServer
+
+
+def test_testing_import_is_light() -> None:
+    """``import chatkit_stores.testing`` imports pytest, hypothesis and chatkit.server on use."""
+    heavy = ("pytest", "hypothesis", "chatkit.server", "chatkit_stores.demo")
+    assert imported("chatkit_stores.testing", heavy) == []

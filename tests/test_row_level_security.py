@@ -26,20 +26,11 @@ from chatkit_stores.cli import main as cli
 from chatkit_stores.migrations import migrate
 from chatkit_stores.sql.dialects import async_url
 from chatkit_stores.testing import StoreTests
+from conftest import admin
 
 pytestmark = pytest.mark.postgres
 
 ROLE = "ckt_rls_app"  # an ordinary role: no superuser, no BYPASSRLS
-
-
-async def _admin(url: str, *statements: str) -> None:
-    engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +41,7 @@ def rls(postgres_url: str) -> Iterator[tuple[str, str, str]]:
 
     async def setup() -> None:
         await migrate(postgres_url, prefix=prefix, row_level_security=True)
-        await _admin(
+        await admin(
             postgres_url,
             f"DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL;"
             " END $$",
@@ -61,7 +52,7 @@ def rls(postgres_url: str) -> Iterator[tuple[str, str, str]]:
         )
 
     async def teardown() -> None:
-        await _admin(
+        await admin(
             postgres_url,
             f"DROP TABLE IF EXISTS {tables}, {prefix}stores_alembic_version",
         )
@@ -170,7 +161,7 @@ def test_the_migrate_command_turns_the_policies_off_and_on(
     table = f"{prefix}threads"
     args = ["migrate", admin_url, "--table-prefix", prefix, "--row-level-security"]
     asyncio.run(
-        _admin(
+        admin(
             admin_url,
             f"INSERT INTO {table} (tenant, id, created_at, data)"
             " VALUES ('x', 'thr_cli', now(), '{}')",
@@ -182,7 +173,7 @@ def test_the_migrate_command_turns_the_policies_off_and_on(
         assert cli([*args, "on"]) == 0
         assert asyncio.run(_count(app_url, table, None)) == 0
     finally:
-        asyncio.run(_admin(admin_url, f"DELETE FROM {table} WHERE id = 'thr_cli'"))
+        asyncio.run(admin(admin_url, f"DELETE FROM {table} WHERE id = 'thr_cli'"))
 
 
 def test_row_level_security_needs_postgresql(tmp_path: Any) -> None:

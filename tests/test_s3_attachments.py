@@ -11,24 +11,20 @@ import re
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import httpx
 import pytest
 import pytest_asyncio
-from botocore.config import Config
 from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams, ImageAttachment
 from pydantic import AnyUrl
 
 from chatkit_stores import MemoryStore, S3AttachmentStore, SQLStore, UploadRejected
 from chatkit_stores.demo import EchoServer, call
-from chatkit_stores.pytest_plugin import s3_credentials
-from conftest import TEST_PREFIX
+from conftest import TEST_PREFIX, bucket_keys, open_uploads
 
 MIB = 1024 * 1024
 PART = 5 * MIB
@@ -68,26 +64,6 @@ class Spy:
         return [n for n, off_loop in self.calls if not off_loop and n != "generate_presigned_url"]
 
 
-@pytest.fixture(scope="module")
-def s3_client(s3_endpoint: str) -> Any:
-    config = Config(signature_version="s3v4")
-    return boto3.client("s3", endpoint_url=s3_endpoint, config=config, **s3_credentials())
-
-
-@pytest.fixture
-def bucket(s3_client: Any) -> Iterator[str]:
-    name = f"ckt-{uuid.uuid4().hex[:24]}"
-    s3_client.create_bucket(Bucket=name)
-    yield name
-    for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        s3_client.abort_multipart_upload(
-            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for key in keys(s3_client, name, ""):
-        s3_client.delete_object(Bucket=name, Key=key)
-    s3_client.delete_bucket(Bucket=name)
-
-
 @pytest_asyncio.fixture
 async def s3(
     metadata_url: str, s3_client: Any, bucket: str
@@ -116,13 +92,8 @@ def spy(s3: S3AttachmentStore[Any]) -> Spy:
     return client
 
 
-def keys(client: Any, bucket: str, prefix: str = PREFIX) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-
-
-def uploads_in_progress(client: Any, bucket: str) -> list[Any]:
-    return list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+def keys(client: Any, bucket: str) -> list[str]:
+    return bucket_keys(client, bucket, PREFIX)
 
 
 def ctx(user: str = "alice") -> dict[str, str]:
@@ -255,7 +226,7 @@ async def test_direct_uploads_stream_in_parts(
     assert max(chunks) <= MIB, "reads stream in bounded chunks"
     head = s3_client.head_object(Bucket=bucket, Key=s3.key("alice", big.id))
     assert head["ContentType"] == "application/pdf" and head["ContentLength"] == len(data)
-    assert uploads_in_progress(s3_client, bucket) == []
+    assert open_uploads(s3_client, bucket) == []
 
     await s3.delete_bytes("alice", [small.id, big.id, "atc_missing"])
     assert "delete_objects" in spy(s3).names()
@@ -275,7 +246,7 @@ async def test_failed_direct_uploads_leave_nothing(
     assert too_big.value.status == 413
     assert spy(s3).names().count("upload_part") == 2, "two parts were up when the limit broke"
     assert "abort_multipart_upload" in spy(s3).names()
-    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+    assert keys(s3_client, bucket) == [] and open_uploads(s3_client, bucket) == []
 
     async def broken() -> AsyncIterator[bytes]:
         yield b"y" * (PART + 1)
@@ -284,7 +255,7 @@ async def test_failed_direct_uploads_leave_nothing(
     with pytest.raises(RuntimeError, match="the source broke"):
         await s3.upload(broken(), name="b.pdf", mime_type="application/pdf", context=ctx())
     assert spy(s3).names().count("abort_multipart_upload") == 2
-    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+    assert keys(s3_client, bucket) == [] and open_uploads(s3_client, bucket) == []
 
     # Cancelled while a part is being sent: the part's request cannot be stopped, so the
     # abort waits for it, and the part never outlives the upload.
@@ -302,7 +273,7 @@ async def test_failed_direct_uploads_leave_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert spy(s3).names().count("abort_multipart_upload") == 3
-    assert keys(s3_client, bucket) == [] and uploads_in_progress(s3_client, bucket) == []
+    assert keys(s3_client, bucket) == [] and open_uploads(s3_client, bucket) == []
     with pytest.raises(NotFoundError):
         await s3.read("atc_" + "0" * 32, ctx())
 
@@ -330,7 +301,7 @@ async def test_tenants_are_isolated_whatever_their_ids(
             await s3.read(mine.id, ctx())
     await s3.delete_attachment("../" + attachment.id, ctx())
     await s3.delete_attachment("/" + attachment.id, ctx("alice/.."))
-    stored = keys(s3_client, bucket, "")
+    stored = bucket_keys(s3_client, bucket)
     assert len(stored) == 1 + len(hostile), "nothing was deleted by hostile ids"
     for key in stored:
         assert KEY.match(key), key
@@ -377,15 +348,9 @@ async def test_preview_urls_are_signed_again_on_every_load(
 
 @pytest.mark.asyncio
 async def test_client_is_made_lazily_from_the_credential_chain(
-    s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+    s3_endpoint: str, bucket: str, s3_env_credentials: dict[str, str]
 ) -> None:
-    credentials = s3_credentials()
-    for name, variable in [
-        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-    ]:
-        if name in credentials:
-            monkeypatch.setenv(variable, credentials[name])
+    credentials = s3_env_credentials
     unreachable = S3AttachmentStore(MemoryStore(), bucket, endpoint_url="http://127.0.0.1:9")
     assert unreachable._client is None, "the constructor does no I/O"
     s3 = S3AttachmentStore(

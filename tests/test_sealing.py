@@ -32,17 +32,15 @@ import os
 import time
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from chatkit.store import NotFoundError, Store
 from chatkit.types import (
     Attachment,
@@ -68,7 +66,6 @@ from chatkit_stores import (
     TenantError,
 )
 from chatkit_stores.files import AttachmentStoreBase
-from chatkit_stores.pytest_plugin import s3_credentials
 from chatkit_stores.testing import models
 from chatkit_stores.testing.models import T0
 
@@ -590,11 +587,6 @@ class SealingMachine(RuleBasedStateMachine):
 # building worlds per backend
 
 
-def _bucket_client(endpoint: str) -> Any:
-    config = Config(signature_version="s3v4")
-    return boto3.client("s3", endpoint_url=endpoint, config=config, **s3_credentials())
-
-
 class LeakyMemoryStore(MemoryStore[Any]):
     """A deliberately broken store: load_attachment falls back to any tenant's attachment."""
 
@@ -702,16 +694,8 @@ def seal(
 
 
 @pytest.fixture
-def s3_bucket(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str, str]]:
-    endpoint = request.getfixturevalue("s3_endpoint")
-    client = _bucket_client(endpoint)
-    bucket = f"cks-{uuid.uuid4().hex[:20]}"
-    client.create_bucket(Bucket=bucket)
-    yield client, bucket, endpoint
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
+def s3_bucket(s3_client: Any, bucket: str, s3_endpoint: str) -> tuple[Any, str, str]:
+    return s3_client, bucket, s3_endpoint
 
 
 def _examples(files: str) -> int:

@@ -9,23 +9,20 @@ is left behind, and no attachment is presented as uploaded.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import httpx
 import pytest
 import pytest_asyncio
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 
 from chatkit_stores import MemoryStore, S3AttachmentStore
-from chatkit_stores.pytest_plugin import s3_credentials
+from conftest import bucket_keys, open_uploads
 
 from .proxy import Action, FaultProxy, Refusal
 
@@ -43,26 +40,6 @@ PRESIGNED_PUT = rb"PUT /\S*[?&]X-Amz-Signature="
 ABORT = rb"DELETE \S*[?&]uploadId="
 
 
-@pytest.fixture(scope="module")
-def s3_client(s3_endpoint: str) -> Any:
-    config = Config(signature_version="s3v4")
-    return boto3.client("s3", endpoint_url=s3_endpoint, config=config, **s3_credentials())
-
-
-@pytest.fixture
-def bucket(s3_client: Any) -> Iterator[str]:
-    name = f"ckf-{uuid.uuid4().hex[:24]}"
-    s3_client.create_bucket(Bucket=name)
-    yield name
-    for upload in open_uploads(s3_client, name):
-        s3_client.abort_multipart_upload(
-            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for key in keys(s3_client, name):
-        s3_client.delete_object(Bucket=name, Key=key)
-    s3_client.delete_bucket(Bucket=name)
-
-
 @pytest_asyncio.fixture
 async def s3_proxy(s3_endpoint: str) -> AsyncIterator[FaultProxy]:
     address = urlsplit(s3_endpoint)
@@ -74,32 +51,16 @@ async def s3_proxy(s3_endpoint: str) -> AsyncIterator[FaultProxy]:
 
 @pytest.fixture
 def s3(
-    s3_proxy: FaultProxy, bucket: str, monkeypatch: pytest.MonkeyPatch
+    s3_proxy: FaultProxy, bucket: str, s3_env_credentials: dict[str, str]
 ) -> S3AttachmentStore[Any]:
     """The store with its own boto3 client (default retries), talking to S3 through the proxy."""
-    credentials = s3_credentials()
-    for name, variable in [
-        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-    ]:
-        if name in credentials:
-            monkeypatch.setenv(variable, credentials[name])
     return S3AttachmentStore(
         MemoryStore(),
         bucket,
         endpoint_url=f"http://127.0.0.1:{s3_proxy.port}",
-        region_name=credentials["region_name"],
+        region_name=s3_env_credentials["region_name"],
         max_bytes=64 * MIB,
     )
-
-
-def keys(client: Any, bucket: str) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-
-
-def open_uploads(client: Any, bucket: str) -> list[Any]:
-    return list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
 async def saved_attachments(s3: S3AttachmentStore[Any]) -> list[tuple[str, str]]:
@@ -139,7 +100,7 @@ async def test_failed_direct_upload_leaves_nothing(
     assert_clear(raised.value)
     await s3_proxy.resume()
     assert open_uploads(s3_client, bucket) == [], "the multipart upload was aborted"
-    assert keys(s3_client, bucket) == [], "no object is left behind"
+    assert bucket_keys(s3_client, bucket) == [], "no object is left behind"
     assert await saved_attachments(s3) == [], "no attachment is presented as uploaded"
     # S3 answers again: the same store uploads.
     done = await s3.upload(b"y" * size, name="ok.pdf", mime_type="application/pdf", context=CONTEXT)
@@ -156,7 +117,7 @@ async def test_upload_while_s3_refuses_connections(
         await s3.upload(b"z" * MIB, name="a.pdf", mime_type="application/pdf", context=CONTEXT)
     assert_clear(raised.value)
     await s3_proxy.resume()
-    assert keys(s3_client, bucket) == [] and open_uploads(s3_client, bucket) == []
+    assert bucket_keys(s3_client, bucket) == [] and open_uploads(s3_client, bucket) == []
     assert await saved_attachments(s3) == []
 
 
@@ -189,7 +150,7 @@ async def test_failed_two_phase_put_leaves_the_attachment_pending(
             status = response.status_code
     assert rule.hits == 1 and status in (None, 500), status
     await s3_proxy.resume()
-    assert keys(s3_client, bucket) == []
+    assert bucket_keys(s3_client, bucket) == []
     stored = await s3.store.load_attachment(created.id, CONTEXT)
     assert stored.upload_descriptor is not None, "a failed PUT leaves the attachment pending"
     with pytest.raises(NotFoundError):
@@ -232,4 +193,4 @@ async def test_when_the_abort_fails_too_the_upload_error_is_raised_and_logged(
     assert "could not clean up a failed upload" in caplog.text
     # What only the bucket's lifecycle rule (documented) can collect: an upload left open.
     assert len(open_uploads(s3_client, bucket)) == 1
-    assert keys(s3_client, bucket) == [] and await saved_attachments(s3) == []
+    assert bucket_keys(s3_client, bucket) == [] and await saved_attachments(s3) == []

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util import await_only
 
+from .greenlets import spawn
 from .statements import Statement
 
 Row = Sequence[Any]
@@ -180,11 +181,10 @@ async def run(
 ) -> T:
     """Run ``work`` on a pooled connection; ``atomic`` makes it one transaction.
 
-    Checkout, ``work`` and check-in share one greenlet: SQLAlchemy's pool is synchronous code
-    that may await (to connect, or to close a connection it does not keep), and every greenlet
-    started costs more than the pool's own bookkeeping.
+    Checkout, ``work`` and check-in share one greenlet (``spawn``): SQLAlchemy's pool is
+    synchronous code that may await, to connect or to close a connection it does not keep.
     """
-    return await greenlet_spawn(_run, engine.sync_engine, DRIVERS[backend], work, atomic)
+    return await spawn(_run, engine.sync_engine, DRIVERS[backend], work, atomic)
 
 
 def _run(

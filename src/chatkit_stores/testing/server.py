@@ -1,4 +1,8 @@
-"""End-to-end tests: a real ``ChatKitServer`` driven through its JSON protocol over the store."""
+"""End-to-end tests: a real ``ChatKitServer`` driven through its JSON protocol over the store.
+
+Each test imports the demo's ``EchoServer`` itself: ``chatkit.server`` takes seconds to import,
+which ``import chatkit_stores.testing`` should not pay.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 import pytest
 from chatkit.store import NotFoundError, Store
 
-from ..demo import EchoServer, call
 from . import models
 from .capabilities import requires
 from .fixtures import Ctx, StoreFixtures
@@ -28,6 +31,8 @@ class ServerTests(StoreFixtures):
     @pytest.mark.asyncio
     async def test_conversation(self, store: Store[Any], context: Ctx) -> None:
         """threads.create, add_user_message, items.list and threads.list/update/get/delete work."""
+        from ..demo import EchoServer, call
+
         server = EchoServer(store)
         events = await call(
             server, {"type": "threads.create", "params": {"input": user_input("hello")}}, context
@@ -86,6 +91,8 @@ class ServerTests(StoreFixtures):
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:
         """Through the server, another tenant can neither read nor delete a thread."""
+        from ..demo import EchoServer, call
+
         server = EchoServer(store)
         events = await call(
             server, {"type": "threads.create", "params": {"input": user_input("mine")}}, context
@@ -112,6 +119,8 @@ class ServerTests(StoreFixtures):
     @pytest.mark.asyncio
     async def test_attachment_adopted_into_message(self, store: Store[Any], context: Ctx) -> None:
         """An attachment sent with a message is re-saved with the message's thread_id."""
+        from ..demo import EchoServer, call
+
         server = EchoServer(store)
         attachment = models.file_attachment()
         await store.save_attachment(attachment, context)
@@ -133,6 +142,8 @@ class ServerTests(StoreFixtures):
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:
         """Sending another tenant's attachment id fails and leaves that attachment untouched."""
+        from ..demo import EchoServer, call
+
         server = EchoServer(store)
         theirs = models.file_attachment()
         await store.save_attachment(theirs, other_context)
