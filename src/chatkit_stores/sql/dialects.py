@@ -120,6 +120,8 @@ def engine_options(url: URL, given: Mapping[str, Any] | None = None) -> dict[str
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "skip_autocommit_rollback": True,
+        # Nothing to reset: every store call commits, or discards the connection on an error.
+        "pool_reset_on_return": None,
         "pool_use_lifo": True,  # reuse the warmest connection; idle ones can time out
     }
     if backend_of(url) == "sqlite":

@@ -48,9 +48,10 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-PARSE_SLICE_S = 0.002
+PARSE_SLICE_S = 0.001
 """Longest stretch of parsing a page before letting other tasks run (a page of big items is
-~10 ms of pydantic work: without yielding, the event loop would stall that long)."""
+~10 ms of pydantic work: without yielding, the event loop would stall that long). A widget item
+alone can take 0.5-1.5 ms to validate, which no slicing can split."""
 
 
 async def _parse_yielding(rows: list[Row], parse: Callable[[str], M]) -> list[M]:
