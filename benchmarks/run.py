@@ -26,6 +26,7 @@ from .workload import (
     T0,
     Content,
     HistoryWalk,
+    SessionData,
     session,
     turn,
 )
@@ -176,10 +177,9 @@ class BackendRun:
                     # The warm-up's one-time costs (connecting, compiling statements, SQLite's
                     # schema check) are left out of the stall probe as of the latencies.
                     probe = LoopLagProbe() if warm_up else self.probes[name]["latency"]
+                    data = SessionData.build(self.content)
                     async with probe:
-                        await session(
-                            self.stores[name], context, self.content, self.walks[name], record
-                        )
+                        await session(self.stores[name], context, data, self.walks[name], record)
         self.log(f"{self.target.backend}: latency done")
 
     async def measure_throughput(self) -> None:

@@ -221,20 +221,40 @@ class HistoryWalk:
         self.items_after = items.after
 
 
+@dataclass
+class SessionData:
+    """What one session writes, built before it runs (so the stall probe sees only stores)."""
+
+    turn_items: list[ThreadItem]
+    scratch: ThreadMetadata
+    scratch_item: ThreadItem
+    attachment: Attachment
+
+    @classmethod
+    def build(cls, content: Content) -> SessionData:
+        """New items, a scratch thread with one item, and an attachment of that thread."""
+        scratch = content.thread()
+        return cls(
+            turn_items=content.turn_items(MAIN_THREAD),
+            scratch=scratch,
+            scratch_item=content.turn_items(scratch.id)[0],
+            attachment=content.attachment(scratch.id),
+        )
+
+
 async def session(
     store: BenchStore,
     context: dict[str, str],
-    content: Content,
+    data: SessionData,
     walk: HistoryWalk,
     record: Record,
 ) -> None:
     """One round of every operation, each timed: a turn, browsing, an attachment, a delete."""
-    await turn(store, context, content.turn_items(MAIN_THREAD), record)
+    await turn(store, context, data.turn_items, record)
     await walk.step(store, record)
-    scratch = content.thread()
+    scratch, attachment = data.scratch, data.attachment
     await store.save_thread(scratch, context)
-    await store.add_thread_item(scratch.id, content.turn_items(scratch.id)[0], context)
-    attachment = content.attachment(scratch.id)
+    await store.add_thread_item(scratch.id, data.scratch_item, context)
     await record("save_attachment", store.save_attachment(attachment, context))
     await record("load_attachment", store.load_attachment(attachment.id, context))
     await record("delete_thread", store.delete_thread(scratch.id, context))
