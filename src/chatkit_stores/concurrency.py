@@ -2,8 +2,8 @@
 
 ChatKit loads a thread when a request starts and saves it when the response ends. A rename or a
 status change made by another request in between would be overwritten by that save. So each
-stored thread has a version, bumped by every save, and the store remembers, for every thread
-object it returned, the version and the JSON it had. Saving that object again is a
+stored thread has a version, bumped by every save that writes, and the store remembers, for
+every thread object it returned, the version and the JSON it had. Saving that object again is a
 compare-and-swap on the version. When someone else saved in between:
 
 - ``"merge"`` (the default): the fields this object changed since it was loaded are applied to
