@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -108,3 +111,26 @@ def test_event_loops_in_other_threads_get_their_own_greenlets() -> None:
     for thread in threads:
         thread.join()
     assert results == ["ok"] * 3
+
+
+async def test_an_idle_greenlet_keeps_nothing_of_the_call_it_ran() -> None:
+    class Rows(list[int]):
+        pass
+
+    class Failure(Exception):
+        pass
+
+    refs: list[weakref.ref[Any]] = []
+
+    def fail() -> None:
+        error = Failure("kept by an idle greenlet?")
+        refs.append(weakref.ref(error))
+        raise error
+
+    result = await spawn(Rows, [1, 2])
+    refs.append(weakref.ref(result))
+    with contextlib.suppress(Failure):
+        await spawn(fail)
+    del result
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]

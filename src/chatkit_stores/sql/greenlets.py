@@ -30,23 +30,29 @@ class _Outcome:
         self.error = error
 
 
+_DONE = object()
+"""What a worker switches back with when its function has returned or raised."""
+
+
 class _Worker(greenlet):  # type: ignore[misc]
-    """A greenlet that runs one function per ``switch`` and comes back with its outcome."""
+    """A greenlet that runs one function per ``switch`` and leaves its ``outcome``."""
 
     __sqlalchemy_greenlet_provider__ = True  # lets SQLAlchemy's await_only run in it
 
     def __init__(self) -> None:
         super().__init__(self._serve)
+        self.outcome: _Outcome | None = None
 
     def _serve(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         while True:
             try:
-                outcome = _Outcome(fn(*args), None)
+                self.outcome = _Outcome(fn(*args), None)
             except GreenletExit:
                 raise
             except BaseException as error:  # cancellation too: the caller re-raises it
-                outcome = _Outcome(None, error)
-            fn, args = self.parent.switch(outcome)
+                self.outcome = _Outcome(None, error)
+            del fn, args  # an idle worker keeps nothing of the call it ran
+            fn, args = self.parent.switch(_DONE)
 
 
 _idle = threading.local()
@@ -60,15 +66,17 @@ async def spawn(fn: Callable[..., T], *args: Any) -> T:
     worker.parent = caller
     worker.gr_context = caller.gr_context  # the calling task's context variables
     value = worker.switch(fn, args)
-    while not isinstance(value, _Outcome):  # an awaitable passed to await_only
+    while value is not _DONE:  # an awaitable passed to await_only
         try:
             result = await value
         except BaseException:
             value = worker.throw(*sys.exc_info())
         else:
             value = worker.switch(result)
-    worker.gr_context = None  # an idle worker keeps no request's context variables alive
+    outcome, worker.outcome = worker.outcome, None
+    worker.gr_context = None  # nor the calling task's context variables
     idle.append(worker)
-    if value.error is not None:
-        raise value.error
-    return value.value  # type: ignore[no-any-return]
+    assert outcome is not None
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value  # type: ignore[no-any-return]
