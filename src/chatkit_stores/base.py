@@ -136,6 +136,29 @@ class StoreBase(Store[TContext], Generic[TContext]):
         if self.attachment_store is not None:
             await self.attachment_store.delete_bytes(tenant, attachment_ids)
 
+    # What attachment stores and sweeps need beyond ChatKit's Store: each is one atomic step,
+    # so that an upload, a delete and a sweep running at the same time have one winner.
+
+    async def update_attachment(
+        self, tenant: str, attachment_id: str, change: Callable[[Attachment], Attachment]
+    ) -> Attachment | None:
+        """Replace the stored attachment by ``change(stored)`` atomically; None if not stored.
+
+        ``change`` may raise to leave the attachment as it is (the error propagates).
+        """
+        raise NotImplementedError
+
+    async def delete_orphan(self, tenant: str, attachment_id: str, created_before: datetime) -> bool:
+        """Delete an attachment's metadata only if it is still in no thread and was saved before
+        ``created_before`` (checked in the deleting statement); return whether it was deleted."""
+        raise NotImplementedError
+
+    async def attachment_keys(
+        self, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """``(tenant, id)`` of stored attachments of every tenant, in that order, after ``after``."""
+        raise NotImplementedError
+
     def telemetry_attributes(self) -> Attributes:
         """Span attributes naming the database: ``db.system.name``, ``server.*`` when known."""
         engine = getattr(self, "engine", None)
