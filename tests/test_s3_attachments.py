@@ -126,7 +126,7 @@ def expires(url: str | AnyUrl | None) -> int:
 async def test_two_phase_upload_through_chatkit(
     s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
 ) -> None:
-    created = await create(s3)
+    created = await create(s3, size=len(PNG))
     descriptor = created["upload_descriptor"]
     assert descriptor["method"] == "PUT"
     assert descriptor["headers"] == {"Content-Type": "image/png"}
@@ -169,16 +169,40 @@ async def test_two_phase_upload_through_chatkit(
 async def test_upload_with_another_content_type_is_refused(
     s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
 ) -> None:
-    created = await create(s3)
+    script = b"<script>alert(1)</script>"
+    created = await create(s3, size=len(script))
     url = created["upload_descriptor"]["url"]
     async with httpx.AsyncClient() as http:
         for headers in ({"Content-Type": "text/html"}, {}):
-            refused = await http.put(url, content=b"<script>alert(1)</script>", headers=headers)
+            refused = await http.put(url, content=script, headers=headers)
             assert refused.status_code == 403, (headers, refused.text)
         assert (await http.get(url)).status_code == 403, "a PUT URL does not download"
     assert keys(s3_client, bucket) == []
     stored = await s3.store.load_attachment(created["id"], ctx())
     assert stored.upload_descriptor is not None, "a refused upload is never presented as done"
+
+
+@pytest.mark.asyncio
+async def test_upload_of_another_size_than_declared_is_refused(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    created = await create(s3, name="notes.txt", mime="text/plain", size=5)
+    descriptor = created["upload_descriptor"]
+    url, headers = descriptor["url"], descriptor["headers"]
+    assert "content-length" in signed_headers(url), "the declared size is in the signature"
+    assert headers == {"Content-Type": "text/plain"}, "clients send Content-Length themselves"
+    async with httpx.AsyncClient() as http:
+        for body in (b"", b"four", b"sixsix", b"x" * s3.max_bytes):
+            refused = await http.put(url, content=body, headers=headers)
+            assert refused.status_code == 403, (len(body), refused.text)
+            assert "SignatureDoesNotMatch" in refused.text
+        assert keys(s3_client, bucket) == [], "nothing of another size is stored"
+        put = await http.put(url, content=b"hello", headers=headers)
+        assert put.status_code == 200, put.text
+    head = s3_client.head_object(Bucket=bucket, Key=s3.key(s3.tenant_of(ctx()), created["id"]))
+    assert head["ContentLength"] == 5
+    stored = await s3.store.load_attachment(created["id"], ctx())
+    assert stored.upload_descriptor is None, "the upload of the declared size is done"
 
 
 @pytest.mark.asyncio
@@ -199,8 +223,10 @@ async def test_missing_or_oversized_uploads_are_not_presented_as_uploaded(
     huge = b"x" * (s3.max_bytes + 1)
     async with httpx.AsyncClient() as http:
         put = await http.put(descriptor["url"], content=huge, headers=descriptor["headers"])
-    assert put.status_code == 200, "S3 takes it: presigned PUTs cannot cap the size"
-    assert len(keys(s3_client, bucket)) == 1
+    assert put.status_code == 403, "the declared size is signed: S3 refuses any other"
+    assert keys(s3_client, bucket) == []
+    # An S3-compatible server that ignores signed headers would take it: the HEAD still checks.
+    s3_client.put_object(Bucket=bucket, Key=s3.key(s3.tenant_of(ctx()), lying["id"]), Body=huge)
     stored = await s3.store.load_attachment(lying["id"], ctx())
     assert stored.upload_descriptor is not None, "an object over max_bytes is not an upload"
     assert keys(s3_client, bucket) == [], "and it is deleted"

@@ -50,11 +50,12 @@ log = logging.getLogger(__name__)
 class S3AttachmentStore(AttachmentStoreBase[TContext]):
     """Keeps attachment bytes in ``bucket`` under ``prefix``; clients upload with presigned PUTs.
 
-    A two-phase upload's descriptor is a presigned PUT URL with the Content-Type bound into the
-    signature (the client must send the ``headers`` it gives). The bytes go straight to S3; the
-    upload counts as done once a HEAD finds the object, at most ``max_bytes`` long, when ChatKit
-    next loads the attachment (an object over the limit is deleted). ``upload()`` streams bytes
-    from the app with a multipart upload: memory stays a few ``part_size``, whatever the size.
+    A two-phase upload's descriptor is a presigned PUT URL with the Content-Type and the declared
+    size bound into the signature (the client must send the ``headers`` it gives, and exactly
+    that many bytes). The bytes go straight to S3; the upload counts as done once a HEAD finds
+    the object, at most ``max_bytes`` long, when ChatKit next loads the attachment (an object
+    over the limit is deleted). ``upload()`` streams bytes from the app with a multipart upload:
+    memory stays a few ``part_size``, whatever the size.
 
     ``prefix`` is used as given (end it with ``/``); pass ``client`` to use a boto3 client of
     your own, else one is made from ``endpoint_url``, ``region_name`` and the credential chain.
@@ -161,9 +162,16 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
-        """Check type and size; return the attachment with a presigned PUT descriptor."""
+        """Check type and size; return the attachment with a presigned PUT of exactly that size.
+
+        The declared ``input.size`` is signed as ``Content-Length``: S3 refuses a body of any
+        other length (every HTTP client sends the header from the body, so ``headers`` need not).
+        """
         await self.get_client()
-        return await super().create_attachment(input, context)
+        attachment = await super().create_attachment(input, context)
+        tenant = self.tenant_of(context)
+        descriptor = self._put_descriptor(tenant, attachment.id, attachment.mime_type, input.size)
+        return attachment.model_copy(update={"upload_descriptor": descriptor})
 
     @traced()
     async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
@@ -176,7 +184,15 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     def _upload_descriptor(
         self, tenant: str, attachment_id: str, mime_type: str
     ) -> AttachmentUploadDescriptor:
-        params = {"Key": self.key(tenant, attachment_id), "ContentType": mime_type}
+        return self._put_descriptor(tenant, attachment_id, mime_type, None)
+
+    def _put_descriptor(
+        self, tenant: str, attachment_id: str, mime_type: str, size: int | None
+    ) -> AttachmentUploadDescriptor:
+        """A presigned PUT with the type (and, when given, the size) in its signature."""
+        params: dict[str, Any] = {"Key": self.key(tenant, attachment_id), "ContentType": mime_type}
+        if size is not None:
+            params["ContentLength"] = size
         url = self._presign("put_object", params, self.upload_ttl)
         return AttachmentUploadDescriptor(
             url=AnyUrl(url), method="PUT", headers={"Content-Type": mime_type}
