@@ -276,6 +276,8 @@ VALUES = {
     "thread_id": "thr_typical",
     "id": "m050000",
     "after": "m050000",
+    "after_tenant": CONTEXT["tenant_id"],
+    "after_id": "atc_0",
     "type": "assistant_message",
     "created_at": datetime(2024, 1, 1),
     "before": datetime(2024, 1, 1, 1),

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from chatkit.store import NotFoundError
 from chatkit.types import ActiveStatus, ClosedStatus, ThreadMetadata
 
 from chatkit_stores import MemoryStore, SQLStore
@@ -165,16 +166,43 @@ async def test_a_thread_not_loaded_here_is_saved_whole(
     assert (await store.load_thread(thread_id, context)).title == "rebuilt"
 
 
-async def test_a_thread_deleted_meanwhile_is_saved_again(
-    open_store: Opener, context: dict[str, str]
+@pytest.mark.parametrize("rule", ["merge", "raise"])
+async def test_a_delete_wins_over_a_save_of_a_thread_loaded_before_it(
+    open_store: Opener, context: dict[str, str], rule: ThreadConflicts
 ) -> None:
-    store = open_store("raise")
+    """A response still streaming into a thread the user deleted does not bring it back."""
+    store = open_store(rule)
     thread_id = await _new_thread(store, context)
     loaded = await store.load_thread(thread_id, context)
     await store.delete_thread(thread_id, context)
     loaded.title = "after delete"
     await store.save_thread(loaded, context)
-    assert (await store.load_thread(thread_id, context)).title == "after delete"
+    with pytest.raises(NotFoundError):
+        await store.load_thread(thread_id, context)
+
+
+async def test_a_save_after_a_merge_keeps_what_it_merged(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    """The same object saved twice after a merge never reverts the change it merged."""
+    response, other = open_store("merge"), open_store("merge")
+    thread_id = await _new_thread(response, context)
+    mine = await response.load_thread(thread_id, context)
+    theirs = await other.load_thread(thread_id, context)
+    theirs.title = "renamed"
+    await other.save_thread(theirs, context)
+    mine.metadata = {"step": 1}
+    await response.save_thread(mine, context)  # a conflict, merged
+    mine.metadata = {"step": 2}
+    await response.save_thread(mine, context)  # no conflict: must not write the stale title
+    final = await other.load_thread(thread_id, context)
+    assert (final.title, final.metadata) == ("renamed", {"step": 2})
+    mine.metadata = {"step": 3}
+    await response.save_thread(mine, context)
+    mine.title = "mine after all"  # a change of the caller's own still wins
+    await response.save_thread(mine, context)
+    final = await other.load_thread(thread_id, context)
+    assert (final.title, final.metadata) == ("mine after all", {"step": 3})
 
 
 async def test_an_unchanged_save_writes_nothing_over_a_newer_one(
@@ -194,7 +222,7 @@ async def test_an_unchanged_save_writes_nothing_over_a_newer_one(
     assert (await store.load_thread(thread_id, context)).title == "fresher"
 
 
-async def test_an_unchanged_thread_deleted_meanwhile_is_saved_again(
+async def test_an_unchanged_thread_deleted_meanwhile_stays_deleted(
     open_store: Opener, context: dict[str, str]
 ) -> None:
     store = open_store("merge")
@@ -202,7 +230,8 @@ async def test_an_unchanged_thread_deleted_meanwhile_is_saved_again(
     loaded = await store.load_thread(thread_id, context)
     await store.delete_thread(thread_id, context)
     await store.save_thread(loaded, context)
-    assert (await store.load_thread(thread_id, context)).title == "first"
+    with pytest.raises(NotFoundError):
+        await store.load_thread(thread_id, context)
 
 
 def test_merge_applies_our_changes_to_theirs_metadata_key_by_key() -> None:

@@ -82,7 +82,6 @@ class StoreBase(Store[TContext], Generic[TContext]):
         swap: Callable[[str, int], Awaitable[bool]],
         current: Callable[[], Awaitable[tuple[str, int] | None]],
         upsert: Callable[[str], Awaitable[None]],
-        insert: Callable[[str], Awaitable[None]],
     ) -> None:
         """Save ``thread`` by the ``thread_conflicts`` rule, with the store's own primitives."""
         data = thread_metadata(thread).model_dump_json()
@@ -94,7 +93,6 @@ class StoreBase(Store[TContext], Generic[TContext]):
             swap=swap,
             current=current,
             upsert=upsert,
-            insert=insert,
         )
 
     def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:
@@ -148,7 +146,9 @@ class StoreBase(Store[TContext], Generic[TContext]):
         """
         raise NotImplementedError
 
-    async def delete_orphan(self, tenant: str, attachment_id: str, created_before: datetime) -> bool:
+    async def delete_orphan(
+        self, tenant: str, attachment_id: str, created_before: datetime
+    ) -> bool:
         """Delete an attachment's metadata only if it is still in no thread and was saved before
         ``created_before`` (checked in the deleting statement); return whether it was deleted."""
         raise NotImplementedError
@@ -156,7 +156,7 @@ class StoreBase(Store[TContext], Generic[TContext]):
     async def attachment_keys(
         self, after: tuple[str, str] | None = None, limit: int = 1000
     ) -> list[tuple[str, str]]:
-        """``(tenant, id)`` of stored attachments of every tenant, in that order, after ``after``."""
+        """``(tenant, id)`` of every tenant's attachments, in that order, after ``after``."""
         raise NotImplementedError
 
     def telemetry_attributes(self) -> Attributes:

@@ -13,8 +13,16 @@ compare-and-swap on the version. When someone else saved in between:
 - ``"overwrite"``: the last save wins whole (no version check).
 
 A thread object the store did not return (a new thread, a copy) is saved whole, as before. An
-object saved unchanged since it was loaded writes nothing (unless the thread was deleted), so the
-save ChatKit makes at the end of every response costs no write, fsync or replication.
+object saved unchanged since it was loaded writes nothing, so the save ChatKit makes at the end
+of every response costs no write, fsync or replication.
+
+A delete wins over a save of an object loaded before it: the thread stays deleted (a response
+still streaming into a thread the user deleted does not bring it back). In ``"overwrite"`` mode
+every save is a plain upsert.
+
+After a merge, the object still holds its stale copy of the fields others changed; the store
+remembers both what the caller last saw and what is stored, so the next save of the same object
+applies only the caller's new changes again and never reverts the merged ones.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ class ThreadConflictError(RuntimeError):
 class _Seen:
     ref: weakref.ref[ThreadMetadata]
     version: int
-    data: str
+    data: str  # the object's JSON when loaded or last saved: its changes are relative to this
+    stored: str  # the JSON stored at ``version`` (differs from ``data`` after a merge)
 
 
 class LoadedThreads:
@@ -56,11 +65,13 @@ class LoadedThreads:
     def __init__(self) -> None:
         self._seen: dict[int, _Seen] = {}
 
-    def remember(self, thread: ThreadMetadata, version: int, data: str) -> None:
-        """Record what ``thread`` looked like at ``version``; forgotten when it is collected."""
+    def remember(
+        self, thread: ThreadMetadata, version: int, data: str, stored: str | None = None
+    ) -> None:
+        """Record ``thread`` as ``data``, ``stored`` at ``version``; forgotten when collected."""
         key = id(thread)
         forget = weakref.ref(thread, lambda _: self._seen.pop(key, None))
-        self._seen[key] = _Seen(forget, version, data)
+        self._seen[key] = _Seen(forget, version, data, data if stored is None else stored)
 
     def recall(self, thread: ThreadMetadata) -> _Seen | None:
         """What ``thread`` looked like when last loaded or saved, if this store returned it."""
@@ -92,13 +103,11 @@ async def save_thread(
     swap: Callable[[str, int], Awaitable[bool]],
     current: Callable[[], Awaitable[tuple[str, int] | None]],
     upsert: Callable[[str], Awaitable[None]],
-    insert: Callable[[str], Awaitable[None]],
 ) -> None:
     """Save ``data`` (the JSON of ``thread``) under the rules above, with the store's primitives.
 
     ``swap(data, version)`` writes only if the stored version is ``version`` and bumps it;
-    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally;
-    ``insert(data)`` writes only if the thread is not stored.
+    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally.
     """
     was = seen.recall(thread) if mode != "overwrite" else None
     if was is None:
@@ -107,21 +116,24 @@ async def save_thread(
     if data == was.data:
         # Unchanged since loaded (ChatKit saves every thread at the end of a response): there
         # is nothing of ours to apply over a newer save, and an unchanged row is not rewritten.
-        # A thread deleted meanwhile is stored again, as by any save.
-        await insert(data)
         return
-    to_write, version = data, was.version
+    version = was.version
+    to_write = data if was.stored == was.data else _merged(data, was.data, was.stored)
     for _ in range(MAX_ATTEMPTS):
         if await swap(to_write, version):
-            seen.remember(thread, version + 1, data)
+            seen.remember(thread, version + 1, data, to_write)
             return
         now = await current()
-        if now is None:  # deleted meanwhile: saved whole, as a thread never loaded
-            await upsert(data)
+        if now is None:  # deleted since it was loaded: the delete wins
             return
         if mode == "raise":
             raise ThreadConflictError(thread.id)
         theirs, version = now
-        merged = merge(json.loads(data), json.loads(was.data), json.loads(theirs))
-        to_write = ThreadMetadata.model_validate(merged).model_dump_json()
+        to_write = _merged(data, was.data, theirs)
     raise ThreadConflictError(thread.id)  # saved by others MAX_ATTEMPTS times in a row
+
+
+def _merged(ours: str, base: str, theirs: str) -> str:
+    """The JSON of ``theirs`` with the changes ``ours`` made since ``base``."""
+    merged = merge(json.loads(ours), json.loads(base), json.loads(theirs))
+    return ThreadMetadata.model_validate(merged).model_dump_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
@@ -75,11 +76,7 @@ class MemoryStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
 
-        async def insert(data: str) -> None:
-            if key not in self._threads:
-                await upsert(data)
-
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert, insert=insert)
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -115,15 +112,18 @@ class MemoryStore(StoreBase[TContext]):
             if key[0] == tenant and attachment.thread_id == thread_id
         ]
         for key in doomed:
-            del self._attachments[key]
+            self._forget(key)
         await self.forget_attachments(tenant, [attachment_id for _, attachment_id in doomed])
 
     # items
 
     @traced("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
-        """Add an item; adding the same id again replaces it in place (safe to retry)."""
-        await self.save_item(thread_id, item, context)
+        """Add an item unless one with its id is stored (a retry never reverts a later save)."""
+        tenant = self.tenant_of(context)
+        key = (tenant, check_id(thread_id, "thread id"), check_id(item.id, "item id"))
+        if key not in self._items:
+            self._upsert(self._items, key, item)
 
     @traced("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
@@ -181,23 +181,62 @@ class MemoryStore(StoreBase[TContext]):
     @traced("attachments")
     @audited(ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
-        """Remove attachment metadata; a missing attachment is a no-op."""
-        self._attachments.pop((self.tenant_of(context), attachment_id), None)
+        """Remove attachment metadata, then its bytes; a missing attachment is a no-op."""
+        tenant = self.tenant_of(context)
+        if self._forget((tenant, attachment_id)):
+            await self.forget_attachments(tenant, [attachment_id])
 
     @traced("attachments")
     async def orphaned_attachments(
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
-        cutoff = position(created_before)
         orphans = [
-            (created, key)
-            for key, created in self._attachment_created.items()
-            if key in self._attachments
-            and self._attachments[key].thread_id is None
-            and created < cutoff
+            (self._attachment_created[key], key)
+            for key in self._attachments
+            if self._is_orphan(key, created_before)
         ]
         return [key for _, key in sorted(orphans)[:limit]]
+
+    @traced("attachments")
+    async def update_attachment(
+        self, tenant: str, attachment_id: str, change: Callable[[Attachment], Attachment]
+    ) -> Attachment | None:
+        """Replace the stored attachment by ``change(stored)``; None if it is not stored."""
+        stored = self._attachments.get((tenant, attachment_id))
+        if stored is None:
+            return None
+        changed = change(stored.model_copy(deep=True))
+        self._attachments[(tenant, attachment_id)] = changed.model_copy(deep=True)
+        return changed
+
+    @traced("attachments")
+    async def delete_orphan(
+        self, tenant: str, attachment_id: str, created_before: datetime
+    ) -> bool:
+        """Delete the metadata if it is still in no thread and saved before the cutoff."""
+        key = (tenant, attachment_id)
+        return self._is_orphan(key, created_before) and self._forget(key)
+
+    @traced("attachments")
+    async def attachment_keys(
+        self, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """``(tenant, id)`` of every tenant's attachments, in that order, after ``after``."""
+        return sorted(key for key in self._attachments if after is None or key > after)[:limit]
+
+    def _is_orphan(self, key: tuple[str, str], created_before: datetime) -> bool:
+        attachment = self._attachments.get(key)
+        return (
+            attachment is not None
+            and attachment.thread_id is None
+            and self._attachment_created[key] < position(created_before)
+        )
+
+    def _forget(self, key: tuple[str, str]) -> bool:
+        """Drop an attachment's metadata; whether there was any."""
+        self._attachment_created.pop(key, None)
+        return self._attachments.pop(key, None) is not None
 
     def telemetry_attributes(self) -> Attributes:
         """``db.system.name`` is ``memory``."""

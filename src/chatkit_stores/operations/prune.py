@@ -3,8 +3,10 @@
 A thread's last activity is the later of its ``created_at`` and its newest item's
 ``created_at``. Threads whose last activity is before the cutoff are found a batch at a time (in
 ``seq`` order, optionally for one tenant) and deleted through the store's own
-``delete_thread``: items and attachment metadata go in the same transaction, and when an
-attachment store is linked to the store, the attachments' bytes too. A dry run only lists them.
+``delete_inactive_thread``: the deleting statement checks the condition again, so a thread that
+got a message after it was listed is kept; items and attachment metadata go in the same
+transaction, and when an attachment store is linked to the store, the attachments' bytes too. A
+dry run only lists them.
 """
 
 from __future__ import annotations
@@ -133,8 +135,11 @@ async def prune(
     async with aclosing(batches):
         async for batch in batches:
             for thread in batch:
-                if not dry_run:
-                    await store.delete_thread(thread.id, TenantContext(thread.tenant))
+                context = TenantContext(thread.tenant)
+                if not dry_run and not await store.delete_inactive_thread(
+                    thread.id, context, report.cutoff
+                ):
+                    continue  # active again since it was listed: kept
                 report.threads += 1
                 report.items += thread.items
                 report.attachments += thread.attachments

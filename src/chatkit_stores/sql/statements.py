@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Table, bindparam, delete, or_, select, update
+from sqlalchemy import Dialect, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -86,9 +86,11 @@ class Statements:
         """Every statement name, for tests that EXPLAIN or inspect them all."""
         for kind in KINDS:
             yield from (f"save_{kind}", f"load_{kind}", f"delete_{kind}")
-        yield from ("swap_thread", "insert_thread")
+        yield from ("swap_thread", "insert_item")
         yield from ("delete_thread_items", "delete_thread_attachments", "thread_attachment_ids")
-        yield "orphaned_attachments"
+        yield "delete_inactive_thread"
+        yield from ("orphaned_attachments", "delete_orphan", "attachment_keys")
+        yield from ("lock_attachment", "update_attachment")
         for kind in ("thread", "item"):
             yield f"cursor_{kind}"
             for order in ("asc", "desc"):
@@ -109,9 +111,9 @@ class Statements:
                 .where(*_match(t.threads, "tenant", "id", "version"))
                 .values(data=bindparam("data"), version=t.threads.c.version + 1)
             )
-        if name == "insert_thread":  # a save that writes only if the thread is not stored
-            row = _row(t.threads)
-            return dialects.insert_missing(self.backend, t.threads, row, ("tenant", "id"))
+        if name == "insert_item":  # an add that writes only if the item is not stored
+            row = _row(t.items)
+            return dialects.insert_missing(self.backend, t.items, row, KINDS["item"][1])
         if name == "orphaned_attachments":
             a = t.attachments
             return (
@@ -119,6 +121,52 @@ class Statements:
                 .where(a.c.thread_id.is_(None), a.c.created_at < bindparam("before"))
                 .order_by(a.c.created_at)
                 .limit(bindparam("limit"))
+            )
+        if name == "delete_inactive_thread":  # prune's condition, checked by the delete
+            th, i = t.threads, t.items
+            # max() rather than NOT EXISTS: PostgreSQL's generic plan for an EXISTS expects a
+            # match early and scans the table; max() always walks the index from its end.
+            newest_item = (
+                select(func.max(i.c.created_at))
+                .where(i.c.tenant == bindparam("tenant"), i.c.thread_id == bindparam("id"))
+                .scalar_subquery()
+            )
+            return delete(th).where(
+                *_match(th, "tenant", "id"),
+                th.c.created_at < bindparam("before"),
+                func.coalesce(newest_item, th.c.created_at) < bindparam("before"),
+            )
+        if name == "delete_orphan":  # the orphan condition, checked by the deleting statement
+            a = t.attachments
+            return delete(a).where(
+                *_match(a, "tenant", "id"),
+                a.c.thread_id.is_(None),
+                a.c.created_at < bindparam("before"),
+            )
+        if name == "attachment_keys":  # every tenant's, keyset on the (tenant, id) key
+            a = t.attachments
+            after_tenant: Any = bindparam("after_tenant")
+            after_id: Any = bindparam("after_id")
+            return (
+                select(a.c.tenant, a.c.id)
+                .where(
+                    or_(
+                        a.c.tenant > after_tenant,
+                        and_(a.c.tenant == after_tenant, a.c.id > after_id),
+                    )
+                )
+                .order_by(a.c.tenant, a.c.id)
+                .limit(bindparam("limit"))
+            )
+        if name == "lock_attachment":  # read for a change in the same transaction
+            a = t.attachments
+            return select(a.c.data).where(*_match(a, "tenant", "id")).with_for_update()
+        if name == "update_attachment":
+            a = t.attachments
+            return (
+                update(a)
+                .where(*_match(a, "tenant", "id"))
+                .values(thread_id=bindparam("thread_id"), data=bindparam("data"))
             )
         if verb == "page":
             kind, order, *after = rest.split("_")

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from ..audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
 from ..base import (
@@ -39,6 +40,7 @@ M = TypeVar("M")
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
+_SHARED_POOLS = (StaticPool, SingletonThreadPool)
 _MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
 _MISSING_COLUMN = ("does not exist", "Unknown column", "no such column")
 
@@ -139,6 +141,9 @@ class SQLStore(StoreBase[TContext]):
         self._sql = self.statements
         self._schema_ready = not self.auto_create_schema
         self._schema_lock: asyncio.Lock | None = None
+        # One connection for every call (an in-memory SQLite database): calls take turns, or
+        # they would run inside each other's transactions.
+        self._one_at_a_time = asyncio.Lock() if isinstance(engine.pool, _SHARED_POOLS) else None
 
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
@@ -193,10 +198,7 @@ class SQLStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             await self._execute("save_thread", **key, created_at=created_at, data=data)
 
-        async def insert(data: str) -> None:
-            await self._execute("insert_thread", **key, created_at=created_at, data=data)
-
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert, insert=insert)
+        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -229,36 +231,65 @@ class SQLStore(StoreBase[TContext]):
     @audited(THREAD_DELETE)
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Delete the thread, its items and its attachments' metadata in one transaction."""
-        tenant = self.tenant_of(context)
-        if not is_key(thread_id):
-            return
-        of_thread = {"tenant": tenant, "thread_id": thread_id}
+        await self._delete_thread(self.tenant_of(context), thread_id, None)
 
-        async def delete(db: Driver) -> list[str]:
-            await db.execute(self._sql["delete_thread_items"], of_thread)
+    @traced("threads")
+    @audited(THREAD_DELETE)
+    async def delete_inactive_thread(
+        self, thread_id: str, context: TContext, inactive_before: datetime
+    ) -> bool:
+        """Delete the thread as ``delete_thread`` does, only if it and its newest item were
+        created before ``inactive_before`` (checked by the deleting statement); whether it was.
+        """
+        return await self._delete_thread(self.tenant_of(context), thread_id, inactive_before)
+
+    async def _delete_thread(
+        self, tenant: str, thread_id: str, inactive_before: datetime | None
+    ) -> bool:
+        if not is_key(thread_id):
+            return False
+        of_thread = {"tenant": tenant, "thread_id": thread_id}
+        thread = {"tenant": tenant, "id": thread_id}
+
+        async def delete(db: Driver) -> list[str] | None:
+            if inactive_before is not None:
+                # First, so that a thread that became active meanwhile is left whole.
+                values = {**thread, "before": position(inactive_before)}
+                if not await db.execute(self.statements["delete_inactive_thread"], values):
+                    return None
+            await db.execute(self.statements["delete_thread_items"], of_thread)
             ids = []
             if self.attachment_store is not None:
-                rows = await db.fetch(self._sql["thread_attachment_ids"], of_thread)
+                rows = await db.fetch(self.statements["thread_attachment_ids"], of_thread)
                 ids = [_text(row[0]) for row in rows]
-            await db.execute(self._sql["delete_thread_attachments"], of_thread)
-            await db.execute(self._sql["delete_thread"], {"tenant": tenant, "id": thread_id})
+            await db.execute(self.statements["delete_thread_attachments"], of_thread)
+            if inactive_before is None:
+                await db.execute(self.statements["delete_thread"], thread)
             return ids
 
         attachment_ids = await self._run(tenant, delete, atomic=True)
+        if attachment_ids is None:
+            return False
         await self.forget_attachments(tenant, attachment_ids)
+        return True
 
     # items
 
     @traced("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
-        """Add an item; adding the same id again replaces it in place (safe to retry)."""
-        await self.save_item(thread_id, item, context)
+        """Add an item unless one with its id is stored (a retry never reverts a later save)."""
+        await self._write_item("insert_item", thread_id, item, context)
 
     @traced("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
+        await self._write_item("save_item", thread_id, item, context)
+
+    async def _write_item(
+        self, statement: str, thread_id: str, item: ThreadItem, context: TContext
+    ) -> None:
         await self._execute(
-            "save_item",
+            statement,
             tenant=self.tenant_of(context),
             thread_id=check_id(thread_id, "thread id"),
             id=check_id(item.id, "item id"),
@@ -333,10 +364,11 @@ class SQLStore(StoreBase[TContext]):
     @traced("attachments")
     @audited(ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
-        """Delete attachment metadata; a missing attachment is a no-op."""
+        """Delete attachment metadata, then its bytes; a missing attachment is a no-op."""
         tenant = self.tenant_of(context)
-        if is_key(attachment_id):
-            await self._execute("delete_attachment", tenant=tenant, id=attachment_id)
+        values = {"tenant": tenant, "id": attachment_id}
+        if is_key(attachment_id) and await self._execute("delete_attachment", **values):
+            await self.forget_attachments(tenant, [attachment_id])
 
     @traced("attachments")
     async def orphaned_attachments(
@@ -345,6 +377,45 @@ class SQLStore(StoreBase[TContext]):
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
         values = {"tenant": None, "before": position(created_before), "limit": limit}
         rows = await self._fetch("orphaned_attachments", **values)  # every tenant's
+        return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
+
+    @traced("attachments")
+    async def update_attachment(
+        self, tenant: str, attachment_id: str, change: Callable[[Attachment], Attachment]
+    ) -> Attachment | None:
+        """Replace the stored attachment by ``change(stored)`` in one transaction (row locked)."""
+        key = {"tenant": tenant, "id": attachment_id}
+        if not is_key(attachment_id):
+            return None
+
+        async def update(db: Driver) -> Attachment | None:
+            rows = await db.fetch(self.statements["lock_attachment"], key)
+            if not rows:
+                return None
+            changed = change(_ATTACHMENT.validate_json(rows[0][0]))
+            thread_id = changed.thread_id
+            values = {**key, "thread_id": thread_id, "data": changed.model_dump_json()}
+            await db.execute(self.statements["update_attachment"], values)
+            return changed
+
+        return await self._run(tenant, update, atomic=True)
+
+    @traced("attachments")
+    async def delete_orphan(
+        self, tenant: str, attachment_id: str, created_before: datetime
+    ) -> bool:
+        """Delete the metadata if it is still in no thread and saved before the cutoff."""
+        values = {"tenant": tenant, "id": attachment_id, "before": position(created_before)}
+        return is_key(attachment_id) and await self._execute("delete_orphan", **values) == 1
+
+    @traced("attachments")
+    async def attachment_keys(
+        self, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """``(tenant, id)`` of every tenant's attachments, in that order, after ``after``."""
+        after_tenant, after_id = after or ("", "")
+        values = {"after_tenant": after_tenant, "after_id": after_id, "limit": limit}
+        rows = await self._fetch("attachment_keys", tenant=None, **values)
         return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
 
     # machinery
@@ -365,7 +436,10 @@ class SQLStore(StoreBase[TContext]):
         if self.row_level_security:
             atomic, work = True, _with_tenant(tenant, work)
         try:
-            return await run(self.engine, self.dialect, work, atomic=atomic)
+            if self._one_at_a_time is None:
+                return await run(self.engine, self.dialect, work, atomic=atomic)
+            async with self._one_at_a_time:
+                return await run(self.engine, self.dialect, work, atomic=atomic)
         except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
             raise
