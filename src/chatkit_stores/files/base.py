@@ -56,11 +56,12 @@ TContext = TypeVar("TContext")
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 PREVIEW_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 """Images shown inline as previews; SVG is served as a download (it can carry script)."""
+ALREADY_UPLOADED = "this attachment was already uploaded"
 _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
 class UploadRejected(ValueError):
-    """An upload broke a limit; ``status`` is the HTTP status to answer (413 or 415)."""
+    """An upload was refused; ``status`` is the HTTP status to answer (409, 413 or 415)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
@@ -143,7 +144,12 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     async def _write(
         self, tenant: str, attachment_id: str, mime_type: str, chunks: AsyncIterable[bytes]
     ) -> int:
-        """Store the bytes (all or nothing, at most ``max_bytes``); return the size."""
+        """Store the bytes (all or nothing, at most ``max_bytes``); return the size.
+
+        The bytes are committed exclusively: if bytes of this attachment are already stored
+        (another upload finished first), nothing is stored or changed and
+        ``UploadRejected`` (409) is raised.
+        """
 
     @abstractmethod
     def _chunks(self, tenant: str, attachment_id: str) -> AsyncIterator[bytes]:
@@ -166,6 +172,10 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     async def _has_bytes(self, tenant: str, attachment_id: str) -> bool:
         """Whether the bytes of a two-phase upload arrived (S3 checks with a HEAD)."""
         return False
+
+    async def _delete_strays(self, cutoff: datetime) -> int:
+        """Delete bytes with no metadata, written before ``cutoff``; return how many."""
+        return 0
 
     # ChatKit's AttachmentStore
 
@@ -261,15 +271,23 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     async def receive(
         self, tenant: str, attachment_id: str, chunks: AsyncIterable[bytes]
     ) -> Attachment:
-        """Store a two-phase upload's bytes and mark its metadata uploaded (audited)."""
+        """Store a two-phase upload's bytes and mark its metadata uploaded (audited).
+
+        Of two uploads to one URL, the first to commit its bytes wins; the other gets
+        ``UploadRejected`` (409) and stores nothing. If the attachment is deleted while its
+        bytes stream, the delete wins: the bytes are removed and ``NotFoundError`` raised.
+        """
         try:
             context: Any = TenantContext(tenant)
             attachment = await self.store.load_attachment(attachment_id, context)
             if attachment.upload_descriptor is None:
-                raise UploadRejected("this attachment was already uploaded", 409)
+                raise UploadRejected(ALREADY_UPLOADED, 409)
             await self._write(tenant, attachment_id, attachment.mime_type, chunks)
-            done = self._finished(tenant, attachment)
-            await self.store.save_attachment(done, context)
+            completed = await self._complete(tenant, attachment)
+            if completed is None:  # deleted while the bytes streamed: the delete wins
+                await self._delete(tenant, [attachment_id])
+                raise NotFoundError(f"Attachment {attachment_id} was deleted during its upload")
+            done = completed[0]
         except BaseException as error:
             await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, error)
             raise
@@ -286,40 +304,75 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         if attachment.upload_descriptor is not None:
             if not check or not await self._has_bytes(tenant, attachment.id):
                 return attachment
-            done = self._finished(tenant, attachment)
-            await self.store.save_attachment(done, TenantContext(tenant))  # type: ignore[arg-type]
-            await self.emit_audit(BYTES_UPLOAD, tenant, attachment.id, None, via="presigned_url")
+            completed = await self._complete(tenant, attachment)
+            if completed is None:  # deleted since it was loaded
+                return attachment
+            done, by_us = completed
+            if by_us:
+                await self.emit_audit(BYTES_UPLOAD, tenant, done.id, None, via="presigned_url")
             return done
         if isinstance(attachment, ImageAttachment):
             url = AnyUrl(self._preview_url(tenant, attachment.id))
             return attachment.model_copy(update={"preview_url": url})
         return attachment
 
+    async def _complete(
+        self, tenant: str, attachment: Attachment
+    ) -> tuple[Attachment, bool] | None:
+        """Mark the metadata uploaded once the bytes are stored; None if it is gone.
+
+        Returns the attachment and whether this call was the one that marked it. On this
+        package's stores it is one atomic step that cannot bring a deleted attachment back;
+        other stores get the copy loaded before the upload saved back.
+        """
+        if not isinstance(self.store, StoreBase):
+            done = self._finished(tenant, attachment)
+            await self.store.save_attachment(done, TenantContext(tenant))  # type: ignore[arg-type]
+            return done, True
+        marked = False
+
+        def finish(stored: Attachment) -> Attachment:
+            nonlocal marked
+            marked = stored.upload_descriptor is not None
+            return self._finished(tenant, stored)
+
+        updated = await self.store.update_attachment(tenant, attachment.id, finish)
+        return None if updated is None else (updated, marked)
+
     @traced()
     async def delete_orphans(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Delete attachments (bytes and metadata) never put in a thread within ``older_than``.
 
-        Needs a metadata store with ``orphaned_attachments`` (this package's stores have it).
-        Returns how many were deleted.
+        Each listed orphan's metadata is deleted only if it is still in no thread at that
+        moment (one conditional statement), and its bytes only then: an attachment sent in a
+        message while the sweep runs is kept. Bytes with no metadata at all, older than both
+        ``older_than`` and ``upload_ttl``, are deleted too where the backend can find them.
+        Needs a metadata store with ``orphaned_attachments`` and ``delete_orphan`` (this
+        package's stores have both). Returns how many were deleted.
         """
         find = getattr(self.store, "orphaned_attachments", None)
-        if find is None:
-            raise TypeError(f"{type(self.store).__name__} cannot list orphaned attachments")
+        delete = getattr(self.store, "delete_orphan", None)
+        if find is None or delete is None:
+            raise TypeError(
+                f"{type(self.store).__name__} cannot delete orphaned attachments safely: "
+                "it needs orphaned_attachments() and delete_orphan()"
+            )
         cutoff = datetime.now(timezone.utc) - older_than
         deleted = 0
         previous: list[tuple[str, str]] = []
         with audit_scope("orphans"):
             while batch := await find(cutoff, limit=500):
-                if batch == previous:  # the store did not delete them: stop instead of looping
+                if batch == previous:  # the store kept them: stop instead of looping
                     raise RuntimeError(
-                        f"{type(self.store).__name__}.delete_attachment left orphans in place "
-                        f"(e.g. {batch[0]}); does its tenant resolver accept TenantContext?"
+                        f"{type(self.store).__name__}.delete_orphan left orphans in place "
+                        f"(e.g. {batch[0]}) that orphaned_attachments still lists"
                     )
                 for tenant, attachment_id in batch:
-                    await self.delete_bytes(tenant, [attachment_id])
-                    await self.store.delete_attachment(attachment_id, TenantContext(tenant))  # type: ignore[arg-type]
-                deleted += len(batch)
+                    if await delete(tenant, attachment_id, cutoff):
+                        await self.delete_bytes(tenant, [attachment_id])
+                        deleted += 1
                 previous = batch
+            deleted += await self._delete_strays(cutoff)
         return deleted
 
     @traced()

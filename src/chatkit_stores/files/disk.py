@@ -17,7 +17,14 @@ from pydantic import AnyUrl
 
 from ..base import check_id
 from ..tenancy import TenantResolver
-from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
+from .base import (
+    ALREADY_UPLOADED,
+    DEFAULT_MAX_BYTES,
+    AttachmentStoreBase,
+    TContext,
+    UploadRejected,
+    limited,
+)
 from .signing import Grant, Signer
 
 if TYPE_CHECKING:
@@ -91,11 +98,21 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
                 await asyncio.to_thread(_flush, handle)
             finally:
                 await asyncio.to_thread(handle.close)
-            await asyncio.to_thread(os.replace, partial, target)
-        except BaseException:
+            await self._commit(partial, target)
+        finally:
             await asyncio.to_thread(partial.unlink, missing_ok=True)
-            raise
         return size
+
+    async def _commit(self, partial: Path, target: Path) -> None:
+        """Give the finished temporary file its final name, only if no upload took it first.
+
+        ``os.link`` fails if ``target`` exists (``os.replace`` would overwrite bytes already
+        confirmed to another client); the temporary name is removed by the caller.
+        """
+        try:
+            await asyncio.to_thread(os.link, partial, target)
+        except FileExistsError:
+            raise UploadRejected(ALREADY_UPLOADED, 409) from None
 
     async def _chunks(self, tenant: str, attachment_id: str) -> AsyncIterator[bytes]:
         try:
