@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from chatkit.store import NotFoundError
+from chatkit.types import FileAttachment
 
 from chatkit_stores import DiskAttachmentStore, MemoryStore, SQLStore
 from chatkit_stores.cli import main
 from chatkit_stores.testing import models
-from conftest import TEST_PREFIX
+from chatkit_stores.testing.interleave import instrument, interleavings
 
 SECRET = "s" * 32
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
-def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+@pytest_asyncio.fixture(params=["memory", "sqlite", "postgres", "mysql"])
+async def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A metadata store; SQL servers get tables of their own (the sweep sees every tenant)."""
     if request.param == "memory":
-        return MemoryStore()
+        yield MemoryStore()
+        return
     if request.param == "sqlite":
-        return SQLStore.from_url(f"sqlite:///{tmp_path / 'chat.db'}")
+        store = SQLStore.from_url(f"sqlite:///{tmp_path / 'chat.db'}")
+        yield store
+        await store.close()
+        return
     url = request.getfixturevalue(f"{request.param}_url")
-    return SQLStore.from_url(url, table_prefix=TEST_PREFIX)
+    store = SQLStore.from_url(url, table_prefix=f"orph{uuid.uuid4().hex[:8]}_")
+    await store.create_schema()
+    try:
+        yield store
+    finally:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store.tables.metadata.drop_all)
+            await conn.exec_driver_sql(f"DROP TABLE {store.table_prefix}stores_alembic_version")
+        await store.close()
 
 
 @pytest.mark.asyncio
@@ -48,8 +67,6 @@ async def test_orphans_are_deleted_and_attached_files_kept(metadata: Any, tmp_pa
         await disk.read(orphan.id, ctx)
     assert await disk.read(kept.id, ctx) == b"sent", "an attachment in a thread is never an orphan"
     assert (await metadata.load_attachment(kept.id, ctx)).thread_id == thread.id
-    if isinstance(metadata, SQLStore):
-        await metadata.close()
 
 
 def test_orphans_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,3 +98,100 @@ def test_orphans_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_bad_duration() -> None:
     with pytest.raises(SystemExit):
         main(["orphans", "sqlite:///x.db", "--upload-dir", "d", "--older-than", "soon"])
+
+
+def _disk(metadata: Any, tmp_path: Path) -> DiskAttachmentStore[Any]:
+    return DiskAttachmentStore(metadata, tmp_path / "files", base_url="http://t", secret=SECRET)
+
+
+def _file(path: Path, age: timedelta) -> Path:
+    """Write a file at ``path`` last modified ``age`` ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"bytes")
+    then = time.time() - age.total_seconds()
+    os.utime(path, (then, then))
+    return path
+
+
+DAYS = timedelta(days=2)
+
+
+@pytest.mark.asyncio
+async def test_old_files_without_metadata_are_deleted(metadata: Any, tmp_path: Path) -> None:
+    disk = _disk(metadata, tmp_path)
+    ctx = {"user_id": models.new_id("user")}
+    tenant = ctx["user_id"]
+    kept = await disk.upload(b"kept", name="a.txt", mime_type="text/plain", context=ctx)
+    _file(disk.path(tenant, kept.id), DAYS)  # old, but its metadata exists
+    stray = _file(disk.path(tenant, "atc_gone"), DAYS)
+    other_tenant = _file(disk.path(models.new_id("user"), "atc_gone"), DAYS)
+    young = _file(disk.path(tenant, "atc_young"), timedelta(0))
+    old_part = _file(stray.with_name(f".{stray.name}.{uuid.uuid4().hex}.part"), DAYS)
+    young_part = _file(stray.with_name(f".{stray.name}.{uuid.uuid4().hex}.part"), timedelta(0))
+    not_ours = [_file(disk.root / "README", DAYS), _file(stray.with_name("notes.txt"), DAYS)]
+
+    assert await disk.delete_orphans(older_than=timedelta(hours=1)) == 2, "two strays, no orphan"
+    assert not stray.exists() and not other_tenant.exists() and not old_part.exists()
+    assert await disk.read(kept.id, ctx) == b"bytes", "a file with metadata is kept"
+    assert young.exists() and young_part.exists(), "younger than upload_ttl: maybe uploading"
+    assert all(path.exists() for path in not_ours), "only names this store makes are touched"
+    assert await disk.delete_orphans(older_than=timedelta(hours=1)) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_file_whose_metadata_lands_while_the_sweep_lists_is_kept(
+    metadata: Any, tmp_path: Path
+) -> None:
+    """The tenant's files are listed, then its ids read again, before anything is deleted."""
+    disk = _disk(metadata, tmp_path)
+    ctx = {"user_id": models.new_id("user")}
+    tenant = ctx["user_id"]
+    known = await disk.upload(b"x", name="z.txt", mime_type="text/plain", context=ctx)
+
+    async def setup() -> FileAttachment:
+        # sorts before the known id: a keyset read resumed after it would miss it
+        late = FileAttachment(id=f"atc_0{uuid.uuid4().hex}", name="a.txt", mime_type="text/plain")
+        _file(disk.path(tenant, late.id), DAYS)
+        return late
+
+    async def sweep(_: FileAttachment) -> int:
+        return await disk.delete_orphans(older_than=timedelta(hours=1))
+
+    async def save(late: FileAttachment) -> None:
+        await metadata.save_attachment(late, ctx)
+
+    points: list[str | None] = []
+    with instrument(metadata, "attachment_keys"):
+        async for late, run in interleavings(setup, sweep, save):
+            deleted, _ = run.results()
+            assert deleted == 0, f"paused at {run.point} #{len(points)}"
+            assert disk.path(tenant, late.id).exists(), f"paused at {run.point}"
+            points.append(run.point)
+    assert points.count("attachment_keys") >= 3, points
+    assert await disk.read(known.id, ctx) == b"x"
+
+
+class _ListingOnly:
+    """A foreign store that lists orphans but cannot delete them conditionally."""
+
+    async def orphaned_attachments(
+        self, created_before: datetime, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        return [("t", "atc_1")]
+
+
+class _Stubborn(_ListingOnly):
+    """A foreign store whose delete_orphan never deletes what it lists."""
+
+    async def delete_orphan(
+        self, tenant: str, attachment_id: str, created_before: datetime
+    ) -> bool:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_foreign_stores_are_refused_rather_than_swept_unsafely(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="delete_orphan"):
+        await _disk(_ListingOnly(), tmp_path).delete_orphans()
+    with pytest.raises(RuntimeError, match="left orphans in place"):
+        await _disk(_Stubborn(), tmp_path).delete_orphans()

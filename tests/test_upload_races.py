@@ -294,3 +294,35 @@ async def test_the_sweep_keeps_an_orphan_sent_in_a_message_meanwhile(world: Worl
                 assert world.files(attachment_id) == [], where
             points.add(str(run.point))
     assert {"orphaned_attachments", "delete_orphan", "_delete"} <= points, points
+
+
+async def test_loading_a_finished_upload_never_brings_a_deleted_attachment_back(
+    world: World,
+) -> None:
+    """Loading completes a pending upload whose bytes arrived; a delete meanwhile still wins."""
+
+    async def setup() -> tuple[str, str]:
+        attachment_id, url = await world.create()
+        # the bytes arrived, the metadata is not marked yet (as an upload interrupted between
+        # its two steps, or an S3 presigned PUT, leaves it)
+        await world.disk._write(world.ctx["user_id"], attachment_id, "text/plain", _chunks(A))
+        return attachment_id, url
+
+    async def load(state: tuple[str, str]) -> None:
+        await world.attachment(state[0])
+
+    async def delete(state: tuple[str, str]) -> None:
+        params = {"attachment_id": state[0]}
+        await call(world.server, {"type": "attachments.delete", "params": params}, world.ctx)
+
+    async def check(state: tuple[str, str], _: None, __: None, load_paused: bool) -> None:
+        assert await world.attachment(state[0]) is None, "the delete wins: no metadata"
+        assert world.files(state[0]) == [], "the delete wins: no file"
+
+    with world.await_points():
+        points = await both_orders(setup, load, delete, check)
+    assert {"_has_bytes", "update_attachment"} <= points, points
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data

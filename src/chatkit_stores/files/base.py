@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 import uuid
 from abc import abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+)
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -57,6 +65,8 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 PREVIEW_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 """Images shown inline as previews; SVG is served as a download (it can carry script)."""
 ALREADY_UPLOADED = "this attachment was already uploaded"
+KEYS_PAGE = 1000
+"""How many ``(tenant, id)`` a stray sweep reads from the metadata store at a time."""
 _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -176,6 +186,49 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     async def _delete_strays(self, cutoff: datetime) -> int:
         """Delete bytes with no metadata, written before ``cutoff``; return how many."""
         return 0
+
+    async def _stored_by_tenant(
+        self, after: tuple[str, str] | None = None
+    ) -> AsyncGenerator[tuple[str, set[str]], None]:
+        """Each tenant with attachment metadata and its attachment ids, after ``after``."""
+        page = self._attachment_keys()
+        tenant: str | None = None
+        ids: set[str] = set()
+        while batch := await page(after, limit=KEYS_PAGE):
+            if batch[-1] == after:
+                raise RuntimeError(f"{type(self.store).__name__}.attachment_keys ignored after")
+            for key_tenant, attachment_id in batch:
+                if key_tenant != tenant:
+                    if tenant is not None:
+                        yield tenant, ids
+                    tenant, ids = key_tenant, set()
+                ids.add(attachment_id)
+            after = batch[-1]
+        if tenant is not None:
+            yield tenant, ids
+
+    def _attachment_keys(self) -> Callable[..., Awaitable[list[tuple[str, str]]]]:
+        """The metadata store's ``attachment_keys`` (this package's stores have it)."""
+        page = getattr(self.store, "attachment_keys", None)
+        if page is None:
+            raise TypeError(f"{type(self.store).__name__} cannot list attachment keys")
+        return page  # type: ignore[no-any-return]
+
+    async def _stored_ids(self, tenant: str) -> set[str]:
+        """The ids of ``tenant``'s attachments with metadata, read now.
+
+        Stops at the first page that ends the tenant's ids (one read for up to ``KEYS_PAGE``
+        attachments), so that no await point separates the read from what the caller does next.
+        """
+        page = self._attachment_keys()
+        ids: set[str] = set()
+        after = (tenant, "")
+        while batch := await page(after, limit=KEYS_PAGE):
+            ids.update(attachment_id for key_tenant, attachment_id in batch if key_tenant == tenant)
+            if len(batch) < KEYS_PAGE or batch[-1][0] != tenant:
+                break
+            after = batch[-1]
+        return ids
 
     # ChatKit's AttachmentStore
 

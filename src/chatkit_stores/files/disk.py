@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -78,7 +81,10 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
 
     def path(self, tenant: str, attachment_id: str) -> Path:
         """Where the bytes live: derived only from hashes of tenant and id, never from names."""
-        return self.root / f"t_{_digest(tenant)}" / f"a_{_digest(attachment_id)}"
+        return self._folder(tenant) / f"a_{_digest(attachment_id)}"
+
+    def _folder(self, tenant: str) -> Path:
+        return self.root / f"t_{_digest(tenant)}"
 
     # AttachmentStoreBase
 
@@ -132,6 +138,36 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
     async def _has_bytes(self, tenant: str, attachment_id: str) -> bool:
         return await asyncio.to_thread(self.path(tenant, attachment_id).is_file)
 
+    async def _delete_strays(self, cutoff: datetime) -> int:
+        """Delete files with no metadata last written before ``cutoff``; return how many.
+
+        Files younger than ``upload_ttl`` are kept whatever ``cutoff`` says (a direct upload
+        writes its bytes before its metadata). A tenant's files are listed before its
+        attachments are read again, so no file whose metadata exists then is deleted.
+        Temporary files of uploads abandoned as long ago are removed too (not counted). Only
+        names shaped like this store's are touched.
+        """
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=timezone.utc)
+        young = datetime.now(timezone.utc) - timedelta(seconds=self.upload_ttl)
+        before = min(cutoff, young).timestamp()
+        known: set[str] = set()  # the folders of tenants with metadata
+        deleted = 0
+        async with aclosing(self._stored_by_tenant()) as tenants:
+            async for tenant, ids in tenants:
+                folder = self._folder(tenant)
+                known.add(folder.name)
+                strays = await asyncio.to_thread(_old_files, folder, before)
+                strays -= {self.path(tenant, a).name for a in ids}
+                if strays - _temporary(strays):  # re-read: what has metadata now is kept
+                    strays -= {self.path(tenant, a).name for a in await self._stored_ids(tenant)}
+                deleted += await asyncio.to_thread(_unlink, folder, strays)
+        for folder in await asyncio.to_thread(_tenant_folders, self.root):
+            if folder.name not in known:
+                strays = await asyncio.to_thread(_old_files, folder, before)
+                deleted += await asyncio.to_thread(_unlink, folder, strays)
+        return deleted
+
     def _upload_descriptor(
         self, tenant: str, attachment_id: str, mime_type: str
     ) -> AttachmentUploadDescriptor:
@@ -156,6 +192,56 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+_TENANT_FOLDER = re.compile(r"t_[0-9a-f]{40}")
+_FILE = re.compile(r"a_[0-9a-f]{40}|\.a_[0-9a-f]{40}\.[0-9a-f]{32}\.part")
+
+
+def _tenant_folders(root: Path) -> list[Path]:
+    """The tenant folders under ``root`` (nothing else there is this store's)."""
+    if not root.is_dir():
+        return []
+    with os.scandir(root) as entries:
+        return [
+            Path(entry.path)
+            for entry in entries
+            if _TENANT_FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        ]
+
+
+def _old_files(folder: Path, before: float) -> set[str]:
+    """Names of attachment and temporary files in ``folder`` last written before ``before``."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if _is_old_file(entry, before)}
+    except FileNotFoundError:
+        return set()
+
+
+def _is_old_file(entry: os.DirEntry[str], before: float) -> bool:
+    if not _FILE.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+        return False
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < before
+    except FileNotFoundError:  # deleted meanwhile
+        return False
+
+
+def _temporary(names: set[str]) -> set[str]:
+    return {name for name in names if name.endswith(".part")}
+
+
+def _unlink(folder: Path, names: set[str]) -> int:
+    """Delete ``names`` in ``folder``; return how many attachment (not temporary) files went."""
+    deleted = 0
+    for name in sorted(names):
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            continue
+        deleted += not name.endswith(".part")
+    return deleted
 
 
 def _flush(handle: Any) -> None:
