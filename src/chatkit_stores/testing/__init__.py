@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..demo import EchoServer
     from .capabilities import Capabilities, requires
     from .fixtures import StoreFixtures, add_items, collect
+    from .races import RaceTests, await_points_of
     from .server import ServerTests
     from .stateful import StatefulTests
     from .store import (
@@ -52,6 +53,7 @@ _EXPORTS = {
     "IdTests": ".store",
     "ItemTests": ".store",
     "OrderingTests": ".store",
+    "RaceTests": ".races",
     "ServerTests": ".server",
     "StatefulTests": ".stateful",
     "StoreFixtures": ".fixtures",
@@ -59,6 +61,7 @@ _EXPORTS = {
     "TenantIsolationTests": ".store",
     "ThreadTests": ".store",
     "add_items": ".fixtures",
+    "await_points_of": ".races",
     "collect": ".fixtures",
     "requires": ".capabilities",
 }
@@ -73,6 +76,7 @@ __all__ = [
     "IdTests",
     "ItemTests",
     "OrderingTests",
+    "RaceTests",
     "ServerTests",
     "StatefulTests",
     "StoreFixtures",
@@ -80,6 +84,7 @@ __all__ = [
     "TenantIsolationTests",
     "ThreadTests",
     "add_items",
+    "await_points_of",
     "collect",
     "requires",
 ]

@@ -28,6 +28,14 @@ class Capabilities:
     nul_in_text: bool = True
     """Text containing U+0000 round-trips (PostgreSQL ``jsonb`` and ``text`` reject it)."""
 
+    merged_thread_saves: bool = True
+    """A thread object saved after someone else saved the thread keeps their changes and adds
+    its own (this package's ``thread_conflicts="merge"``), however often it is saved again."""
+
+    delete_wins_over_saves: bool = True
+    """A thread deleted after an object of it was loaded stays deleted when that object is
+    saved (a response still streaming into a deleted thread does not bring it back)."""
+
     durability: bool = True
     """Data survives closing the store and opening a new one on the same storage (``reopen``)."""
 

@@ -28,7 +28,7 @@ S = TypeVar("S")
 
 _pauser: ContextVar[_Pauser | None] = ContextVar("chatkit_stores_pauser", default=None)
 
-BLOCKED_AFTER = 2.0
+BLOCKED_AFTER = 0.5
 """Seconds ``second`` may run while ``first`` is paused before it counts as blocked by it."""
 
 MAX_POINTS = 200
@@ -90,6 +90,7 @@ def instrument(target: Any, *names: str) -> Iterator[None]:
 class Interleaving:
     """One run: where ``first`` was paused, and what each side returned or raised."""
 
+    at: int
     point: str | None
     first: Any = None
     second: Any = None
@@ -125,7 +126,7 @@ async def interleave(
     first_task = asyncio.ensure_future(paused_first())
     reached = asyncio.ensure_future(pauser.paused.wait())
     await asyncio.wait({first_task, reached}, return_when=asyncio.FIRST_COMPLETED)
-    run = Interleaving(pauser.point)
+    run = Interleaving(at, pauser.point)
     if not pauser.paused.is_set():
         reached.cancel()
         if first_task.exception() is not None:

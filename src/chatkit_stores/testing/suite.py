@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .races import RaceTests
 from .server import ServerTests
 from .stateful import StatefulTests
 from .store import (
@@ -25,6 +26,7 @@ class StoreTests(
     DeleteThreadTests,
     TenantIsolationTests,
     ConcurrencyTests,
+    RaceTests,
     DurabilityTests,
     IdTests,
     ServerTests,
