@@ -2,7 +2,9 @@
 
 - ``POST|PUT /upload/{id}``: a two-phase upload. POST takes ``multipart/form-data`` with a
   ``file`` field (what the ChatKit client sends), PUT the raw body. Limits are enforced while
-  the body streams; a rejected upload answers 413/415 and leaves no file.
+  the body streams; a rejected upload answers 413/415 and leaves no file. Of two uploads to
+  one URL the first to store its bytes wins, the other answers 409; an upload whose
+  attachment (or its thread) was deleted while it streamed answers 404 and stores nothing.
 - ``GET /files/{id}``: the bytes, with the stored type, ``nosniff``, a safe
   ``Content-Disposition``; previewable images inline and with CORS, everything else as a download.
 """
