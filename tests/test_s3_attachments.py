@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +41,8 @@ class Spy:
         self.client = client
         self.calls: list[tuple[str, bool]] = []
         self.hold: dict[str, tuple[threading.Event, threading.Event]] = {}
+        self.hold_only: dict[str, dict[str, Any]] = {}
+        """Hold a call named here only when its arguments include these."""
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.client, name)
@@ -48,7 +51,8 @@ class Spy:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, threading.current_thread() is not threading.main_thread()))
-            if name in self.hold:
+            only = self.hold_only.get(name, {})
+            if name in self.hold and all(kwargs.get(k) == v for k, v in only.items()):
                 entered, release = self.hold.pop(name)
                 entered.set()
                 release.wait(30)
@@ -101,12 +105,30 @@ def ctx(user: str = "alice") -> dict[str, str]:
 
 
 async def create(
-    s3: S3AttachmentStore[Any], name: str = "cat.png", mime: str = "image/png", size: int = 10
+    s3: S3AttachmentStore[Any],
+    name: str = "cat.png",
+    mime: str = "image/png",
+    size: int = 10,
+    user: str = "alice",
 ) -> dict[str, Any]:
     params = {"name": name, "size": size, "mime_type": mime}
     request = {"type": "attachments.create", "params": params}
-    answer: dict[str, Any] = await call(EchoServer(s3.store, s3), request, ctx())
+    answer: dict[str, Any] = await call(EchoServer(s3.store, s3), request, ctx(user))
     return answer
+
+
+async def delete(s3: S3AttachmentStore[Any], attachment_id: str, user: str = "alice") -> None:
+    """``attachments.delete`` through ChatKit: the bytes, then the metadata."""
+    request = {"type": "attachments.delete", "params": {"attachment_id": attachment_id}}
+    await call(EchoServer(s3.store, s3), request, ctx(user))
+
+
+async def put(created: dict[str, Any], body: bytes) -> int:
+    """PUT ``body`` to a created attachment's upload URL, as a client would; the status."""
+    descriptor = created["upload_descriptor"]
+    async with httpx.AsyncClient() as http:
+        response = await http.put(descriptor["url"], content=body, headers=descriptor["headers"])
+    return response.status_code
 
 
 async def pieces(data: bytes, size: int = MIB) -> AsyncIterator[bytes]:
@@ -411,3 +433,87 @@ def test_settings_are_checked() -> None:
         S3AttachmentStore(MemoryStore(), "bucket", client=object(), part_size=MIB)
     with pytest.raises(ValueError, match="upload_ttl"):
         S3AttachmentStore(MemoryStore(), "bucket", client=object(), upload_ttl=8 * 24 * 3600)
+
+
+@pytest.mark.asyncio
+async def test_bytes_put_after_a_delete_are_swept(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chatkit_stores.files.base.KEYS_PAGE", 2)  # tenants span pages
+    alice, bob, carol = (s3.tenant_of(ctx(user)) for user in ("alice", "bob", "carol"))
+    deleted = await create(s3, size=len(PNG))
+    await delete(s3, deleted["id"])
+    with pytest.raises(NotFoundError):
+        await s3.store.load_attachment(deleted["id"], ctx())
+    assert await put(deleted, PNG) == 200, "the URL outlives the attachment"
+    pending = await create(s3, size=len(PNG))  # its bytes came, nothing loaded it since
+    assert await put(pending, PNG) == 200
+    sent = [
+        await s3.upload(b"%d" % n, name="s.txt", mime_type="text/plain", context=ctx())
+        for n in range(3)
+    ]
+    user_input = {"content": [], "attachments": [sent[0].id], "inference_options": {}}
+    request = {"type": "threads.create", "params": {"input": user_input}}
+    await call(EchoServer(s3.store, s3), request, ctx())
+    bobs = await s3.upload(b"bob", name="b.txt", mime_type="text/plain", context=ctx("bob"))
+    carols = await create(s3, size=len(PNG), user="carol")  # carol keeps no attachment at all
+    await delete(s3, carols["id"], "carol")
+    assert await put(carols, PNG) == 200
+    foreign = [PREFIX + "notes.txt", s3.tenant_prefix(alice) + "notes.txt", "elsewhere/x"]
+    for key in foreign:  # not shaped like this store's keys: not ours to delete
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    strays = {s3.key(alice, deleted["id"]), s3.key(carol, carols["id"])}
+    kept = {s3.key(alice, pending["id"]), s3.key(bob, bobs.id)}
+    kept |= {s3.key(alice, a.id) for a in sent}
+    assert set(bucket_keys(s3_client, bucket)) == strays | kept | set(foreign)
+
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    assert await s3._delete_strays(datetime.now(timezone.utc) - timedelta(days=1)) == 0
+    assert await s3._delete_strays(later) == 0, "written within upload_ttl: may be in flight"
+    s3.upload_ttl = 0  # as if every upload URL had expired and every upload ended
+    assert await s3._delete_strays(later) == 2
+    assert set(bucket_keys(s3_client, bucket)) == kept | set(foreign)
+    assert "delete_objects" in spy(s3).names() and spy(s3).blocking() == []
+    loaded = await s3.store.load_attachment(pending["id"], ctx())
+    assert loaded.upload_descriptor is None and await s3.read(pending["id"], ctx()) == PNG
+    assert await s3.read(bobs.id, ctx("bob")) == b"bob"
+    assert await s3._delete_strays(later) == 0, "nothing left to sweep"
+
+
+@pytest.mark.asyncio
+async def test_bytes_whose_metadata_lands_while_the_sweep_lists_are_kept(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    tenant = s3.tenant_of(ctx())
+    await s3.upload(b"first", name="a.txt", mime_type="text/plain", context=ctx())
+    # A direct upload whose bytes are written and whose metadata is saved only while the
+    # sweep lists the tenant's objects (after it read the tenant's attachments).
+    late = await s3.upload(b"late", name="b.txt", mime_type="text/plain", context=ctx())
+    await s3.store.delete_attachment(late.id, ctx())
+    s3_client.put_object(Bucket=bucket, Key=s3.key(tenant, late.id), Body=b"late")
+    entered, release = threading.Event(), threading.Event()
+    spy(s3).hold["list_objects_v2"] = (entered, release)
+    spy(s3).hold_only["list_objects_v2"] = {"Prefix": s3.tenant_prefix(tenant)}
+    s3.upload_ttl = 0
+    sweep = asyncio.ensure_future(s3._delete_strays(datetime.now(timezone.utc) + timedelta(1)))
+    assert await asyncio.to_thread(entered.wait, 10)
+    await s3.store.save_attachment(late, ctx())
+    release.set()
+    assert await sweep == 0
+    assert await s3.read(late.id, ctx()) == b"late"
+
+
+@pytest.mark.asyncio
+async def test_the_orphan_sweep_deletes_strays(
+    s3: S3AttachmentStore[Any], s3_client: Any, bucket: str
+) -> None:
+    stray = await create(s3, size=len(PNG))
+    await delete(s3, stray["id"])
+    assert await put(stray, PNG) == 200
+    sent = await s3.upload(b"sent", name="s.txt", mime_type="text/plain", context=ctx())
+    user_input = {"content": [], "attachments": [sent.id], "inference_options": {}}
+    request = {"type": "threads.create", "params": {"input": user_input}}
+    await call(EchoServer(s3.store, s3), request, ctx())
+    s3.upload_ttl = 0
+    assert await s3.delete_orphans(older_than=timedelta(0)) >= 1  # SQL tables hold others' too
+    assert keys(s3_client, bucket) == [s3.key(s3.tenant_of(ctx()), sent.id)]

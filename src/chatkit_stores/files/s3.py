@@ -18,8 +18,11 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import re
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Coroutine, Iterable
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -268,6 +271,75 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
         if len(keys) == 1:
             await asyncio.to_thread(client.delete_object, Bucket=self.bucket, Key=keys[0])
             return
+        await self._delete_keys(client, keys)
+
+    # bytes without metadata: presigned PUTs after a delete, uploads whose metadata was lost
+
+    async def _delete_strays(self, cutoff: datetime) -> int:
+        """Delete bytes with no metadata, written before ``cutoff``; return how many.
+
+        Objects younger than ``upload_ttl`` are kept whatever ``cutoff`` says (a direct upload
+        writes its bytes before its metadata). A tenant's objects are listed before its
+        attachments are read again, so no object whose metadata exists then is deleted. Every
+        object under ``prefix`` shaped like this store's keys is taken for this store's own.
+        """
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=timezone.utc)
+        before = min(cutoff, datetime.now(timezone.utc) - timedelta(seconds=self.upload_ttl))
+        client = await self.get_client()
+        known: set[str] = set()  # the folders of tenants with metadata
+        deleted = 0
+        async with aclosing(self._stored_by_tenant()) as tenants:
+            async for tenant, ids in tenants:
+                folder = self.tenant_prefix(tenant)
+                if folder in known:
+                    raise RuntimeError(f"attachment_keys listed tenant {tenant!r:.80} twice")
+                known.add(folder)
+                strays = await self._old_objects(client, folder, before)
+                strays -= {self.key(tenant, a) for a in ids}
+                if strays:  # listed: now what has metadata is kept, even if it just got some
+                    strays -= {self.key(tenant, a) for a in await self._stored_ids(tenant)}
+                deleted += await self._delete_keys(client, sorted(strays))
+        async for folder in self._tenant_folders(client):
+            if folder not in known:
+                strays = await self._old_objects(client, folder, before)
+                deleted += await self._delete_keys(client, sorted(strays))
+        if deleted:
+            log.info("deleted %d objects without metadata from s3://%s", deleted, self.bucket)
+        return deleted
+
+    async def _listing(self, client: Any, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a ``list_objects_v2`` of the bucket, each fetched in a worker thread."""
+        more: dict[str, Any] = {}
+        while True:
+            page = await asyncio.to_thread(
+                client.list_objects_v2, Bucket=self.bucket, **params, **more
+            )
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            more = {"ContinuationToken": page["NextContinuationToken"]}
+
+    async def _old_objects(self, client: Any, folder: str, before: datetime) -> set[str]:
+        """The keys of attachment objects in a tenant folder last written before ``before``."""
+        shape = re.compile(re.escape(folder) + "a_[0-9a-f]{64}")
+        return {
+            obj["Key"]
+            async for page in self._listing(client, Prefix=folder)
+            for obj in page.get("Contents", [])
+            if shape.fullmatch(obj["Key"]) and obj["LastModified"] < before
+        }
+
+    async def _tenant_folders(self, client: Any) -> AsyncIterator[str]:
+        """The tenant folders under ``prefix``: ``{prefix}t_{digest}/``."""
+        shape = re.compile(re.escape(self.prefix) + "t_[0-9a-f]{64}/")
+        async for page in self._listing(client, Prefix=self.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                if shape.fullmatch(common["Prefix"]):
+                    yield common["Prefix"]
+
+    async def _delete_keys(self, client: Any, keys: list[str]) -> int:
+        """Delete objects in batches (missing ones are fine); return how many were asked."""
         for start in range(0, len(keys), DELETE_BATCH):
             objects = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
             response = await asyncio.to_thread(
@@ -282,6 +354,7 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
                     f"S3 did not delete {len(errors)} attachment objects, "
                     f"e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
                 )
+        return len(keys)
 
 
 class _Upload:
