@@ -1,0 +1,1 @@
+"""Stand-ins for the ``helpers`` package of openai-chatkit's test suite (see ``../README.md``)."""
