@@ -305,6 +305,8 @@ async def test_signed_url_uploads_and_downloads(
         (BYTES_READ, "ok", who, d, "signed_url", None, i, None),
         (BYTES_READ, "denied", None, d, "signed_url", None, i, "SignatureError"),
         (BYTES_READ, "denied", None, d, "signed_url", None, i, "SignatureError"),
+        # the store deletes the bytes after the metadata (a delete wins over an upload)
+        (BYTES_DELETE, "ok", who, d, ATTACHMENT_DELETE, None, i, None),
         (ATTACHMENT_DELETE, "ok", who, s, "call", None, i, None),
         (BYTES_READ, "not_found", who, d, "signed_url", None, i, "NotFoundError"),
     ]
@@ -359,9 +361,9 @@ async def test_orphans_are_reported_as_such(
                 await conn.exec_driver_sql(f"DROP TABLE {store.table_prefix}stores_alembic_version")
             await store.close()
     name = type(store).__name__
-    assert summary(events) == [
-        (BYTES_DELETE, "ok", who, "DiskAttachmentStore", "orphans", None, upload.id, None),
+    assert summary(events) == [  # bytes only once the metadata is really gone
         (ATTACHMENT_DELETE, "ok", who, name, "orphans", None, upload.id, None),
+        (BYTES_DELETE, "ok", who, "DiskAttachmentStore", "orphans", None, upload.id, None),
     ]
 
 
@@ -390,3 +392,16 @@ def test_events_are_frozen_and_ids_are_clipped() -> None:
         event.outcome = "error"  # type: ignore[misc]
     assert event.at.tzinfo is timezone.utc
     assert datetime.now(timezone.utc) - event.at < timedelta(minutes=1)
+
+
+async def test_a_conditional_delete_that_deleted_nothing_is_not_reported(
+    store: Any, disk: DiskAttachmentStore[Any], events: list[AuditEvent]
+) -> None:
+    """An attachment sent in a message is no orphan: delete_orphan keeps it and says nothing."""
+    ctx = {"tenant_id": tenant()}
+    sent = await disk.upload(b"x", name="a.txt", mime_type="text/plain", context=ctx, thread_id="t")
+    events.clear()
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    assert not await store.delete_orphan(sent.id, ctx, later)
+    assert events == []
+    assert (await store.load_attachment(sent.id, ctx)).thread_id == "t"

@@ -184,7 +184,7 @@ class _Stubborn(_ListingOnly):
     """A foreign store whose delete_orphan never deletes what it lists."""
 
     async def delete_orphan(
-        self, tenant: str, attachment_id: str, created_before: datetime
+        self, attachment_id: str, context: Any, created_before: datetime
     ) -> bool:
         return False
 

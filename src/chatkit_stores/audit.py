@@ -209,10 +209,11 @@ F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 
 
 def audited(action: str) -> Callable[[F], F]:
-    """Make a ``Store`` method ``(self, thread_id | attachment_id, context)`` emit ``action``.
+    """Make a ``Store`` method ``(self, thread_id | attachment_id, context, ...)`` emit ``action``.
 
     The event is emitted after the method returned (or raised), with the tenant, the id and the
-    outcome; events of operations the method causes are tagged ``via=action``.
+    outcome; events of operations the method causes are tagged ``via=action``. A method that
+    returns ``False`` (a conditional delete whose condition no longer held) emits nothing.
     """
 
     def decorate(method: F) -> F:
@@ -245,7 +246,8 @@ def audited(action: str) -> Callable[[F], F]:
                 await emit(self.audit, failed, failing=True)
                 raise
             _scope.reset(token)
-            await emit(self.audit, event(OK, via=current_via()))
+            if result is not False:  # a conditional delete that deleted nothing did nothing
+                await emit(self.audit, event(OK, via=current_via()))
             _settle(scope)
             return result
 

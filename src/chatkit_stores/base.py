@@ -147,7 +147,7 @@ class StoreBase(Store[TContext], Generic[TContext]):
         raise NotImplementedError
 
     async def delete_orphan(
-        self, tenant: str, attachment_id: str, created_before: datetime
+        self, attachment_id: str, context: TContext, created_before: datetime
     ) -> bool:
         """Delete an attachment's metadata only if it is still in no thread and was saved before
         ``created_before`` (checked in the deleting statement); return whether it was deleted."""

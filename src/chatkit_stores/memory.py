@@ -211,11 +211,12 @@ class MemoryStore(StoreBase[TContext]):
         return changed
 
     @traced("attachments")
+    @audited(ATTACHMENT_DELETE)
     async def delete_orphan(
-        self, tenant: str, attachment_id: str, created_before: datetime
+        self, attachment_id: str, context: TContext, created_before: datetime
     ) -> bool:
         """Delete the metadata if it is still in no thread and saved before the cutoff."""
-        key = (tenant, attachment_id)
+        key = (self.tenant_of(context), attachment_id)
         return self._is_orphan(key, created_before) and self._forget(key)
 
     @traced("attachments")

@@ -421,7 +421,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
                         f"(e.g. {batch[0]}) that orphaned_attachments still lists"
                     )
                 for tenant, attachment_id in batch:
-                    if await delete(tenant, attachment_id, cutoff):
+                    if await delete(attachment_id, TenantContext(tenant), cutoff):
                         await self.delete_bytes(tenant, [attachment_id])
                         deleted += 1
                 previous = batch

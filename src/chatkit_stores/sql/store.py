@@ -401,10 +401,12 @@ class SQLStore(StoreBase[TContext]):
         return await self._run(tenant, update, atomic=True)
 
     @traced("attachments")
+    @audited(ATTACHMENT_DELETE)
     async def delete_orphan(
-        self, tenant: str, attachment_id: str, created_before: datetime
+        self, attachment_id: str, context: TContext, created_before: datetime
     ) -> bool:
         """Delete the metadata if it is still in no thread and saved before the cutoff."""
+        tenant = self.tenant_of(context)
         values = {"tenant": tenant, "id": attachment_id, "before": position(created_before)}
         return is_key(attachment_id) and await self._execute("delete_orphan", **values) == 1
 
