@@ -248,3 +248,34 @@ def test_merge_applies_our_changes_to_theirs_metadata_key_by_key() -> None:
 def test_an_unknown_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="merge, raise or overwrite"):
         MemoryStore(thread_conflicts="ignore")  # type: ignore[arg-type]
+
+
+async def test_a_delete_wins_over_saves_of_a_new_thread_object(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    """ChatKit keeps the thread it created for threads.create and saves it during the response."""
+    store = open_store("merge")
+    thread = ThreadMetadata(id=f"thr_{uuid.uuid4().hex}", created_at=datetime.now(timezone.utc))
+    await store.save_thread(thread, context)
+    await store.delete_thread(thread.id, context)
+    thread.title = "named by the response"
+    await store.save_thread(thread, context)
+    with pytest.raises(NotFoundError):
+        await store.load_thread(thread.id, context)
+
+
+async def test_a_new_thread_object_saved_again_keeps_a_rename_made_meanwhile(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    response, other = open_store("merge"), open_store("merge")
+    thread = ThreadMetadata(id=f"thr_{uuid.uuid4().hex}", created_at=datetime.now(timezone.utc))
+    await response.save_thread(thread, context)
+    renamed = await other.load_thread(thread.id, context)
+    renamed.title = "renamed"
+    await other.save_thread(renamed, context)
+    thread.metadata = {"step": 1}
+    await response.save_thread(thread, context)
+    thread.metadata = {"step": 2}
+    await response.save_thread(thread, context)
+    final = await other.load_thread(thread.id, context)
+    assert (final.title, final.metadata) == ("renamed", {"step": 2})

@@ -12,13 +12,14 @@ compare-and-swap on the version. When someone else saved in between:
 - ``"raise"``: ``ThreadConflictError``; load the thread again and redo the change.
 - ``"overwrite"``: the last save wins whole (no version check).
 
-A thread object the store did not return (a new thread, a copy) is saved whole, as before. An
-object saved unchanged since it was loaded writes nothing, so the save ChatKit makes at the end
+A thread object the store did not return (a new thread, a copy) is saved whole, as before, and
+from then on is known like a loaded one (its version is read when it is next changed). An object
+saved unchanged since it was loaded or saved writes nothing, so the save ChatKit makes at the end
 of every response costs no write, fsync or replication.
 
-A delete wins over a save of an object loaded before it: the thread stays deleted (a response
-still streaming into a thread the user deleted does not bring it back). In ``"overwrite"`` mode
-every save is a plain upsert.
+A delete wins over a save of an object loaded or saved before it: the thread stays deleted (a
+response still streaming into a thread the user deleted does not bring it back). In
+``"overwrite"`` mode every save is a plain upsert.
 
 After a merge, the object still holds its stale copy of the fields others changed; the store
 remembers both what the caller last saw and what is stored, so the next save of the same object
@@ -54,7 +55,7 @@ class ThreadConflictError(RuntimeError):
 @dataclass
 class _Seen:
     ref: weakref.ref[ThreadMetadata]
-    version: int
+    version: int | None  # None: saved whole by this store, its version not read yet
     data: str  # the object's JSON when loaded or last saved: its changes are relative to this
     stored: str  # the JSON stored at ``version`` (differs from ``data`` after a merge)
 
@@ -66,7 +67,7 @@ class LoadedThreads:
         self._seen: dict[int, _Seen] = {}
 
     def remember(
-        self, thread: ThreadMetadata, version: int, data: str, stored: str | None = None
+        self, thread: ThreadMetadata, version: int | None, data: str, stored: str | None = None
     ) -> None:
         """Record ``thread`` as ``data``, ``stored`` at ``version``; forgotten when collected."""
         key = id(thread)
@@ -109,16 +110,26 @@ async def save_thread(
     ``swap(data, version)`` writes only if the stored version is ``version`` and bumps it;
     ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally.
     """
-    was = seen.recall(thread) if mode != "overwrite" else None
-    if was is None:
+    if mode == "overwrite":
         await upsert(data)
+        return
+    was = seen.recall(thread)
+    if was is None:  # a new thread or a copy: saved whole, then known like a loaded one
+        await upsert(data)
+        seen.remember(thread, None, data)
         return
     if data == was.data:
         # Unchanged since loaded (ChatKit saves every thread at the end of a response): there
         # is nothing of ours to apply over a newer save, and an unchanged row is not rewritten.
         return
-    version = was.version
-    to_write = data if was.stored == was.data else _merged(data, was.data, was.stored)
+    if was.version is None:  # its version is read once, when it is first changed again
+        now = await current()
+        if now is None:  # deleted since it was saved: the delete wins
+            return
+        stored, version = now
+    else:
+        stored, version = was.stored, was.version
+    to_write = data if stored == was.data else _merged(data, was.data, stored)
     for _ in range(MAX_ATTEMPTS):
         if await swap(to_write, version):
             seen.remember(thread, version + 1, data, to_write)
