@@ -16,7 +16,6 @@ from pydantic import TypeAdapter
 from sqlalchemy import exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from ..audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
 from ..base import (
@@ -35,12 +34,12 @@ from . import dialects
 from .driver import Driver, Row, run
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 from .statements import Statements
+from .turns import turns_for
 
 M = TypeVar("M")
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
-_SHARED_POOLS = (StaticPool, SingletonThreadPool)
 _MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
 _MISSING_COLUMN = ("does not exist", "Unknown column", "no such column")
 
@@ -141,9 +140,10 @@ class SQLStore(StoreBase[TContext]):
         self._sql = self.statements
         self._schema_ready = not self.auto_create_schema
         self._schema_lock: asyncio.Lock | None = None
-        # One connection for every call (an in-memory SQLite database): calls take turns, or
-        # they would run inside each other's transactions.
-        self._one_at_a_time = asyncio.Lock() if isinstance(engine.pool, _SHARED_POOLS) else None
+        # Calls wait for a connection in arrival order; on a single shared connection (an
+        # in-memory SQLite database) one at a time, or they would run in each other's
+        # transactions.
+        self._turns = turns_for(engine.pool)
 
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
@@ -438,9 +438,9 @@ class SQLStore(StoreBase[TContext]):
         if self.row_level_security:
             atomic, work = True, _with_tenant(tenant, work)
         try:
-            if self._one_at_a_time is None:
+            if self._turns is None:
                 return await run(self.engine, self.dialect, work, atomic=atomic)
-            async with self._one_at_a_time:
+            async with self._turns.turn():
                 return await run(self.engine, self.dialect, work, atomic=atomic)
         except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
