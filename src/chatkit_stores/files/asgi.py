@@ -2,7 +2,9 @@
 
 - ``POST|PUT /upload/{id}``: a two-phase upload. POST takes ``multipart/form-data`` with a
   ``file`` field (what the ChatKit client sends), PUT the raw body. Limits are enforced while
-  the body streams; a rejected upload answers 413/415 and leaves no file. Of two uploads to
+  the body streams, with or without a Content-Length: the file at most ``max_bytes``, the whole
+  body at most that plus 64 KiB of multipart framing (other fields count); a rejected upload
+  answers 413/415 and leaves no file. A bad or non-ASCII signature answers 403. Of two uploads to
   one URL the first to store its bytes wins, the other answers 409; an upload whose
   attachment (or its thread) was deleted while it streamed answers 404 and stores nothing.
 - ``GET /files/{id}``: the bytes, with the stored type, ``nosniff``, a safe
@@ -57,14 +59,21 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
         try:
             grant = disk.signer.verify(request.method, attachment_id, dict(request.query_params))
             tenant = grant.tenant
-            declared = _content_length(request.headers.get("content-length"))
-            if declared > disk.max_bytes + _MULTIPART_SLACK:
+            # The whole body is bounded, declared or not: a PUT body is the file; a multipart
+            # body may add boundaries and part headers, not megabytes of other fields.
+            limit = disk.max_bytes + (0 if request.method == "PUT" else _MULTIPART_SLACK)
+            if _content_length(request.headers.get("content-length")) > limit:
                 raise UploadRejected("the upload is larger than the limit", 413)
+            body = _bounded(request.stream(), limit)
             if request.method == "PUT":
                 _check_declared_type(disk, request.headers.get("content-type"))
-                chunks: AsyncIterator[bytes] = request.stream()
+                chunks: AsyncIterator[bytes] = body
             else:
-                chunks = _multipart_file(request, lambda t: _check_declared_type(disk, t))
+                chunks = _multipart_file(
+                    request.headers.get("content-type"),
+                    body,
+                    lambda t: _check_declared_type(disk, t),
+                )
             receiving = True
             attachment = await disk.receive(grant.tenant, attachment_id, chunks)
         except BaseException as error:
@@ -131,7 +140,7 @@ def _upload_error(error: BaseException) -> Response:
 
 
 _MULTIPART_SLACK = 64 * 1024
-"""Room for multipart boundaries and part headers in a Content-Length check."""
+"""Room for multipart boundaries and part headers beside the file's ``max_bytes``."""
 
 
 def _content_length(header: str | None) -> int:
@@ -142,6 +151,16 @@ def _content_length(header: str | None) -> int:
         raise UploadRejected(f"Content-Length is not a number: {header!r:.40}", 400) from None
 
 
+async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """Pass the request body through; refuse it (413) once more than ``limit`` bytes came."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise UploadRejected("the upload is larger than the limit", 413)
+        yield chunk
+
+
 def _check_declared_type(disk: DiskAttachmentStore[Any], content_type: str | None) -> None:
     """Refuse (415) an upload whose own Content-Type is not an accepted type."""
     if content_type and disk.allowed_mime_types is not None:
@@ -149,10 +168,10 @@ def _check_declared_type(disk: DiskAttachmentStore[Any], content_type: str | Non
 
 
 async def _multipart_file(
-    request: Request, check_type: Callable[[str | None], None]
+    header: str | None, body: AsyncIterator[bytes], check_type: Callable[[str | None], None]
 ) -> AsyncIterator[bytes]:
     """Stream the bytes of the ``file`` field of a multipart body, parsing as it arrives."""
-    content_type, options = parse_options_header(request.headers.get("content-type"))
+    content_type, options = parse_options_header(header)
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UploadRejected("send multipart/form-data with a 'file' field", 415)
     state: dict[str, Any] = {
@@ -206,7 +225,7 @@ async def _multipart_file(
             "on_end": lambda: state.update(ended=True),
         },
     )
-    async for chunk in request.stream():
+    async for chunk in body:
         parser.write(chunk)
         for piece in pending:
             yield piece

@@ -59,7 +59,9 @@ class Signer:
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             raise SignatureError("missing or malformed signature") from exc
         grant = Grant(method, tenant, attachment_id)
-        if not hmac.compare_digest(signature, self._sign(grant, expires)):
+        expected = self._sign(grant, expires).encode()
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
             raise SignatureError("bad signature")
         if expires < (now if now is not None else time.time()):
             raise SignatureError("expired URL")
