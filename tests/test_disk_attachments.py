@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
+import threading
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -19,6 +23,7 @@ from starlette.routing import Mount
 
 from chatkit_stores import DiskAttachmentStore, MemoryStore, SQLStore, UploadRejected
 from chatkit_stores.demo import EchoServer, call
+from chatkit_stores.files import base as files_base
 from chatkit_stores.files.signing import Grant
 from conftest import TEST_PREFIX
 
@@ -122,6 +127,67 @@ async def test_put_upload_and_direct_upload(disk: DiskAttachmentStore[Any]) -> N
         await disk.read(attachment.id, ctx("mallory"))
     await disk.delete_attachment(attachment.id, ctx("mallory"))
     assert await disk.read(attachment.id, ctx()) == b"hello", "another tenant's delete does nothing"
+
+
+class ThreadRecordingFile(io.BytesIO):
+    """A blocking binary file that notes the thread and size of each ``read``."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[tuple[int, int | None]] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.reads.append((threading.get_ident(), size))
+        return super().read(size)
+
+
+@pytest.mark.asyncio
+async def test_direct_upload_of_synchronous_files(
+    disk: DiskAttachmentStore[Any], tmp_path: Path
+) -> None:
+    """``io.BytesIO`` and ``open(path, "rb")`` upload like bytes, read off the event loop."""
+    data = os.urandom(disk.max_bytes)  # several chunks of READ_CHUNK below
+    kept = await disk.upload(
+        io.BytesIO(b"hello"), name="a.txt", mime_type="text/plain", context=ctx()
+    )
+    assert await disk.read(kept.id, ctx()) == b"hello"
+    source = tmp_path / "source.pdf"
+    source.write_bytes(data)
+    with source.open("rb") as handle:
+        from_file = await disk.upload(
+            handle, name="s.pdf", mime_type="application/pdf", context=ctx()
+        )
+    assert await disk.read(from_file.id, ctx()) == data
+    assert await disk.store.load_attachment(from_file.id, ctx()) == from_file
+
+    recording = ThreadRecordingFile(data)
+    with patch.object(files_base, "READ_CHUNK", 4096):
+        await disk.upload(recording, name="r.pdf", mime_type="application/pdf", context=ctx())
+    loop_thread = threading.get_ident()
+    assert len(recording.reads) == len(data) // 4096 + 1  # chunks, then the empty read
+    assert all(size == 4096 for _, size in recording.reads), "read in chunks, never whole"
+    assert loop_thread not in {thread for thread, _ in recording.reads}, "read in a worker"
+
+
+@pytest.mark.asyncio
+async def test_direct_upload_refuses_text_files_and_oversize_files(
+    disk: DiskAttachmentStore[Any], tmp_path: Path
+) -> None:
+    """A text-mode file or one over the limit: a clear error, no bytes and no metadata kept."""
+    user = ctx(f"sync-{uuid.uuid4().hex}")
+    source = tmp_path / "notes.txt"
+    source.write_text("hello")
+    with source.open() as text, pytest.raises(TypeError, match="binary mode, 'rb'"):
+        await disk.upload(text, name="n.txt", mime_type="text/plain", context=user)
+    with pytest.raises(TypeError, match="not str"):
+        await disk.upload("hello", name="n.txt", mime_type="text/plain", context=user)  # type: ignore[arg-type]
+    big = io.BytesIO(b"x" * (disk.max_bytes + 1))
+    with pytest.raises(UploadRejected) as refused:
+        await disk.upload(big, name="big.txt", mime_type="text/plain", context=user)
+    assert refused.value.status == 413
+    assert files_in(disk) == []
+    keys = await disk.store.attachment_keys((user["user_id"], ""), limit=1)
+    assert [key for key in keys if key[0] == user["user_id"]] == []
 
 
 def tamper(url: str, **changes: str) -> str:

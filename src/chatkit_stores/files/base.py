@@ -7,6 +7,8 @@ thread's bytes too, and preview URLs are re-signed whenever metadata or items ar
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 import uuid
 from abc import abstractmethod
@@ -263,7 +265,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     @traced()
     async def upload(
         self,
-        content: bytes | AsyncIterable[bytes] | AsyncReadable,
+        content: bytes | AsyncIterable[bytes] | AsyncReadable | Readable,
         *,
         name: str,
         mime_type: str,
@@ -272,8 +274,9 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     ) -> Attachment:
         """Store bytes from the app's own endpoint; save and return the finished attachment.
 
-        ``content`` is bytes, an async iterable of chunks, or a file with ``async read(n)``
-        (e.g. a FastAPI ``UploadFile``); it is read in chunks, never whole.
+        ``content`` is bytes, an async iterable of chunks, a file with ``async read(n)``
+        (e.g. a FastAPI ``UploadFile``) or a binary file with a plain ``read(n)`` (``open(path,
+        "rb")``, ``io.BytesIO``; read in a worker thread). It is read in chunks, never whole.
         """
         tenant = self.tenant_of(context)
         attachment_id: str | None = None
@@ -528,6 +531,14 @@ class AsyncReadable(Protocol):
         ...
 
 
+class Readable(Protocol):
+    """A binary file opened for reading (``open(path, "rb")``, ``io.BytesIO``)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Read up to ``size`` bytes."""
+        ...
+
+
 READ_CHUNK = 256 * 1024
 
 
@@ -536,15 +547,36 @@ async def _missing(attachment_id: str) -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover - makes this an async generator
 
 
-async def _as_chunks(content: bytes | AsyncIterable[bytes] | AsyncReadable) -> AsyncIterator[bytes]:
+async def _as_chunks(
+    content: bytes | AsyncIterable[bytes] | AsyncReadable | Readable,
+) -> AsyncIterator[bytes]:
+    """The chunks of ``upload``'s content; a file's own ``read`` wins over its iteration."""
     if isinstance(content, bytes | bytearray | memoryview):
         yield bytes(content)
-    elif isinstance(content, AsyncIterable):
+        return
+    read = getattr(content, "read", None)
+    if read is None:
+        if not isinstance(content, AsyncIterable):
+            raise TypeError(
+                "upload() takes bytes, a binary file or an async iterable of bytes, "
+                f"not {type(content).__name__}"
+            )
         async for chunk in content:
+            yield _binary(chunk)
+    elif inspect.iscoroutinefunction(read):
+        while chunk := _binary(await read(READ_CHUNK)):
             yield chunk
-    else:
-        while chunk := await content.read(READ_CHUNK):
+    else:  # a blocking read: off the event loop
+        while chunk := _binary(await asyncio.to_thread(read, READ_CHUNK)):
             yield chunk
+
+
+def _binary(chunk: object) -> bytes:
+    """``chunk`` as bytes; a ``str`` means a file opened in text mode."""
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    hint = " (open the file in binary mode, 'rb')" if isinstance(chunk, str) else ""
+    raise TypeError(f"upload() reads bytes, got {type(chunk).__name__}{hint}")
 
 
 async def limited(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes]:
