@@ -14,7 +14,7 @@ import pytest
 from greenlet import getcurrent
 from sqlalchemy.util import await_only
 
-from chatkit_stores.sql.greenlets import spawn
+from chatkit_stores.sql.greenlets import MAX_IDLE, release_idle, spawn
 
 request = contextvars.ContextVar[str]("request")
 
@@ -134,3 +134,71 @@ async def test_an_idle_greenlet_keeps_nothing_of_the_call_it_ran() -> None:
     del result
     gc.collect()
     assert [ref() for ref in refs] == [None, None]
+
+
+async def _in_flight_at_once(calls: int, finish: asyncio.Event | None = None) -> list[Any]:
+    """Run ``calls`` spawns all in flight together; weak references to their greenlets."""
+    used: list[weakref.ref[Any]] = []
+    started, release = asyncio.Event(), finish or asyncio.Event()
+
+    async def hold() -> None:
+        if len(used) == calls:
+            started.set()
+        await release.wait()
+
+    def work() -> None:
+        used.append(weakref.ref(getcurrent()))
+        await_only(hold())
+
+    tasks = [asyncio.create_task(spawn(work)) for _ in range(calls)]
+    await started.wait()
+    if finish is None:
+        release.set()
+    else:
+        for task in tasks:
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return used
+
+
+def _kept(refs: list[weakref.ref[Any]]) -> int:
+    """How many of these greenlets can still run (an ended one is kept at most by a traceback)."""
+    gc.collect()
+    return sum(not greenlet.dead for ref in refs if (greenlet := ref()) is not None)
+
+
+async def test_after_a_burst_at_most_max_idle_greenlets_are_kept() -> None:
+    release_idle()
+    used = await _in_flight_at_once(50)
+    assert _kept(used) == MAX_IDLE  # the others ended
+    reused = await spawn(getcurrent)
+    assert any(ref() is reused for ref in used)
+
+
+async def test_after_a_storm_of_cancelled_calls_at_most_max_idle_greenlets_are_kept() -> None:
+    release_idle()
+    used = await _in_flight_at_once(200, finish=asyncio.Event())  # never set: all cancelled
+    assert _kept(used) == MAX_IDLE
+    assert await spawn(lambda: await_only(_echo("still serving"))) == "still serving"
+
+
+async def test_release_idle_ends_every_idle_greenlet() -> None:
+    used = await _in_flight_at_once(5)
+    assert _kept(used) == 5
+    release_idle()
+    assert _kept(used) == 0
+    assert await spawn(lambda: await_only(_echo("a new one"))) == "a new one"
+
+
+def test_the_idle_greenlets_of_a_finished_thread_are_freed() -> None:
+    used: list[weakref.ref[Any]] = []
+
+    def in_thread() -> None:
+        used.extend(asyncio.run(_in_flight_at_once(5)))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert len(used) == 5
+    assert [ref() for ref in used] == [None] * 5
