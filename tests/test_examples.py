@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from chatkit.store import NotFoundError
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
@@ -56,14 +55,24 @@ def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any
 
 
 def first_event(response: httpx.Response) -> dict[str, Any]:
+    return events_of(response)[0]
+
+
+def events_of(response: httpx.Response) -> list[dict[str, Any]]:
+    """The server-sent events of a complete stream (a cut one raises in the client)."""
     assert response.headers["content-type"].startswith("text/event-stream"), response.text
-    event: dict[str, Any] = json.loads(response.text.split("\n\n")[0].removeprefix("data: "))
-    return event
+    blocks = [block for block in response.text.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in blocks), blocks
+    return [json.loads(block.removeprefix("data: ")) for block in blocks]
 
 
 @pytest.mark.asyncio
 async def test_fastapi_example(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, examples: None
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    examples: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("CHATKIT_STORES_SECRET", "example-secret-" + "x" * 32)
@@ -138,13 +147,11 @@ async def test_fastapi_example(
                 headers={"x-user-id": "alice"},
             )
             assert refused.status_code == 415
-            # another tenant cannot send alice's attachment: to mallory it does not exist
-            other = {
-                "type": "threads.create",
-                "params": {"input": user_input("mine?", [direct["id"]])},
-            }
-            with pytest.raises(NotFoundError):
-                await client.post("/chatkit", json=other, headers={"x-user-id": "mallory"})
+            await assert_missing_is_not_an_error(client, thread_id, direct["id"])
+            assert len((await chatkit(get)).json()["items"]["data"]) == len(items)
+
+        tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+        assert tracebacks == [], "a missing thread or attachment is not a server error"
 
         # the converter puts the bytes into the model input, read back through the store
         server = example.server
@@ -162,6 +169,42 @@ async def test_fastapi_example(
             parts[2]["file_data"] == "data:text/plain;base64," + base64.b64encode(b"notes").decode()
         )
         assert parts[2]["filename"] == "notes.txt"
+
+
+async def assert_missing_is_not_an_error(
+    client: httpx.AsyncClient, alice_thread: str, alice_attachment: str
+) -> None:
+    """To mallory, alice's thread and attachment do not exist: a 404 or an error event."""
+
+    async def mallory(request: dict[str, Any]) -> httpx.Response:
+        return await client.post("/chatkit", json=request, headers={"x-user-id": "mallory"})
+
+    for thread_id in (alice_thread, "thr_missing"):
+        get = {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
+        missing = await mallory(get)
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": f"Thread {thread_id} not found"}
+        add = {
+            "type": "threads.add_user_message",
+            "params": {"thread_id": thread_id, "input": user_input("let me in")},
+        }
+        answer = await mallory(add)  # streamed: the 200 went out before the thread was loaded
+        assert answer.status_code == 200
+        assert events_of(answer) == [
+            {
+                "type": "error",
+                "code": "custom",
+                "message": f"Thread {thread_id} not found",
+                "allow_retry": False,
+            }
+        ]
+    # nor can mallory send alice's attachment: the new thread's stream ends with an error
+    other = {"type": "threads.create", "params": {"input": user_input("mine?", [alice_attachment])}}
+    events = events_of(await mallory(other))
+    assert [e["type"] for e in events] == ["thread.created", "error"]
+    assert events[-1]["message"] == f"Attachment {alice_attachment} not found"
+    bad = await mallory({"type": "threads.nope"})
+    assert bad.status_code == 400 and bad.json() == {"detail": "not a ChatKit request"}
 
 
 @pytest.mark.asyncio

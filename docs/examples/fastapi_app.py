@@ -7,14 +7,19 @@ Run (from this folder):
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from chatkit.errors import ErrorCode
 from chatkit.server import StreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import ErrorEvent
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from my_server import MyChatKitServer  # your ChatKitServer subclass (my_server.py, beside this)
+from pydantic import ValidationError
 
 from chatkit_stores import DiskAttachmentStore, SQLStore, UploadRejected
 
@@ -57,12 +62,46 @@ def current_user(request: Request) -> dict[str, str]:
 @app.post("/chatkit")
 async def chatkit(request: Request) -> Response:
     """The ChatKit protocol endpoint."""
-    result = await server.process(await request.body(), current_user(request))
+    try:
+        result = await server.process(await request.body(), current_user(request))
+    except ValidationError as error:
+        raise HTTPException(status_code=400, detail="not a ChatKit request") from error
+    except NotFoundError as error:  # a missing thread, or another user's: the same thing
+        raise HTTPException(status_code=404, detail=str(error)) from error
     if isinstance(result, StreamingResult):
-        return StreamingResponse(result, media_type="text/event-stream")
+        return StreamingResponse(ending_cleanly(result), media_type="text/event-stream")
     return Response(content=result.json, media_type="application/json")
 
 
+async def ending_cleanly(result: StreamingResult) -> AsyncIterator[bytes]:
+    """The streamed events; an error after the 200 ends them with an error event, not a cut."""
+    try:
+        async for chunk in result:
+            yield chunk
+    except NotFoundError as error:  # e.g. a message to a thread that is not this user's
+        yield event(ErrorEvent(message=str(error), allow_retry=False))
+    except Exception:  # chatkit has logged it; the client is told instead of cut off
+        yield event(ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True))
+
+
+def event(error: ErrorEvent) -> bytes:
+    """One server-sent event, as chatkit writes them."""
+    return b"data: " + error.model_dump_json().encode() + b"\n\n"
+
+
+class NotFoundInOneLine(logging.Filter):
+    """chatkit logs a streamed request's NotFoundError with its traceback: one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Turn a NotFoundError's traceback into an INFO line; keep every other record."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, NotFoundError):
+            record.msg, record.args, record.exc_info = f"not found: {error}", (), None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("chatkit").addFilter(NotFoundInOneLine())
 # --8<-- [end:app]
 
 
