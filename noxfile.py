@@ -6,6 +6,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import nox
@@ -123,6 +124,104 @@ def _upstream_tests(session: nox.Session, version: str, tmp: Path) -> Path:
     if not roots:
         session.error(f"the openai-chatkit {version} sdist has no tests/test_chatkit_server.py")
     return roots[0].parent.parent
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and use the installed wheel as a user would.
+
+    Builds from the checkout's tracked and new files (as .ci/newcomer copies them; the wheel is
+    built from the sdist), runs ``twine check --strict``, and checks that the wheel holds every
+    file of ``src/chatkit_stores`` (migrations, templates, the demo's page). Then, with the wheel
+    installed in this session's fresh virtualenv and run from an empty folder (nothing can be
+    imported from the checkout): a migration of a new SQLite file and ``current`` at the head,
+    the conformance command on the example factory, ``demo --check``, and the demo server
+    answering its page, a static file and one ChatKit request.
+    """
+    root = Path(__file__).resolve().parent
+    session.install("build", "twine")
+    tmp = Path(session.create_tmp()).resolve()
+    for name in ("source", "dist", "use"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+    files = _checkout_files(session, root)
+    for name in files:
+        (tmp / "source" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, tmp / "source" / name)
+    session.run("python", "-m", "build", "--outdir", str(tmp / "dist"), str(tmp / "source"))
+    (sdist,) = (tmp / "dist").glob("*.tar.gz")
+    (built,) = (tmp / "dist").glob("*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(built))
+    with zipfile.ZipFile(built) as archive:
+        shipped = set(archive.namelist())
+    package = [n.removeprefix("src/") for n in files if n.startswith("src/chatkit_stores/")]
+    if missing := sorted(set(package) - shipped):
+        session.error(f"the wheel lacks files of the package: {missing}")
+
+    session.install(f"{built}[testing,demo]")
+    use = tmp / "use"
+    use.mkdir()
+    shutil.copy(root / "docs" / "examples" / "my_conformance.py", use)
+    url = f"sqlite:///{use / 'migrated.db'}"
+    with session.chdir(use):
+        session.run("python", "-c", _FROM_THE_WHEEL, str(root / "src"))
+        session.run("chatkit-stores", "migrate", url)
+        revisions = str(session.run("chatkit-stores", "history", silent=True))
+        head = revisions.strip().splitlines()[-1].split()[0]
+        current = str(session.run("chatkit-stores", "current", url, silent=True))
+        if head not in current:
+            session.error(f"after migrate, current says {current.strip()!r}, not {head}")
+        env = {"DATABASE_URL": f"sqlite:///{use / 'conformance.db'}"}
+        session.run("chatkit-stores", "conformance", "my_conformance:make_store", "-q", env=env)
+        session.run("chatkit-stores", "demo", "--check", env={"DATABASE_URL": None})
+        session.run("python", "-c", _DEMO_SMOKE, env={"DATABASE_URL": None})
+
+
+def _checkout_files(session: nox.Session, root: Path) -> list[str]:
+    """The checkout's tracked and new files that exist, ignored ones left out."""
+    listed = session.run(
+        "git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+        silent=True, external=True,
+    )  # fmt: skip
+    return [name for name in str(listed).split("\0") if name and (root / name).is_file()]
+
+
+_FROM_THE_WHEEL = """
+import sys, chatkit_stores
+from pathlib import Path
+where = Path(chatkit_stores.__file__).resolve()
+assert "site-packages" in where.parts, f"not the installed wheel: {where}"
+assert Path(sys.argv[1]) not in where.parents, f"imported from the source tree: {where}"
+print(f"chatkit_stores {chatkit_stores.__version__} from {where.parent}")
+"""
+
+_DEMO_SMOKE = """
+import json, re, subprocess, sys, urllib.request
+demo = subprocess.Popen(
+    [sys.executable, "-m", "chatkit_stores", "demo", "--port", "0"],
+    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+)
+try:
+    found = (re.match(r"Listening on (\\S+)", line) for line in demo.stdout)
+    url = next((match[1] for match in found if match), None)
+    assert url, "the demo printed no address"
+    page = urllib.request.urlopen(url + "/", timeout=30).read().decode()
+    assert "chatkit-stores demo" in page and "/static/app.js" in page, page[:200]
+    script = urllib.request.urlopen(url + "/static/app.js", timeout=30).read().decode()
+    assert "threads.add_user_message" in script, script[:200]
+    body = {"content": [{"type": "input_text", "text": "from the wheel"}],
+            "attachments": [], "inference_options": {}}
+    request = urllib.request.Request(
+        url + "/chatkit", method="POST",
+        data=json.dumps({"type": "threads.create", "params": {"input": body}}).encode(),
+        headers={"Content-Type": "application/json", "X-Demo-User": "wheel"},
+    )
+    answer = urllib.request.urlopen(request, timeout=60).read().decode()
+    assert "You said: from the wheel." in answer, answer[:500]
+    print(f"demo from the wheel: page, static file and a streamed reply at {url}")
+finally:
+    demo.terminate()
+    demo.wait(timeout=30)
+"""
 
 
 @nox.session

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
+from pathlib import Path
 
 import chatkit_stores
 
@@ -46,3 +48,26 @@ def test_testing_import_is_light() -> None:
     """``import chatkit_stores.testing`` imports pytest, hypothesis and chatkit.server on use."""
     heavy = ("pytest", "hypothesis", "chatkit.server", "chatkit_stores.demo")
     assert imported("chatkit_stores.testing", heavy) == []
+
+
+ROOT = Path(__file__).parent.parent
+INSTALL_DOCS = (ROOT / "README.md", ROOT / "docs" / "quickstart.md")
+
+
+def shell_lines(markdown: str) -> list[str]:
+    """The lines of the ```bash blocks of a Markdown text."""
+    return [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL)
+        for line in block.splitlines()
+    ]
+
+
+def test_install_docs_work_before_the_package_is_published() -> None:
+    """No command installs from the package index; the wheel named is this version's."""
+    wheel = f"dist/chatkit_stores-{version('chatkit-stores')}-py3-none-any.whl"
+    for doc in INSTALL_DOCS:
+        lines = shell_lines(doc.read_text())
+        assert any(wheel in line for line in lines), f"{doc.name} does not name {wheel}"
+        from_index = [line for line in lines if re.search(r"pip install '?chatkit-stores", line)]
+        assert from_index == [], f"{doc.name}: {from_index}"
