@@ -241,6 +241,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Soak, pool fairness and cancellation storm (python -m benchmarks.soak): minutes per
+    backend; `nox -s soak -- --quick` for under a minute each; set the database URLs."""
+    session.install(".[bench]")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning (broken link, missing example) fails it."""
     session.install(".[docs]")

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package of the repos
 
 from benchmarks.__main__ import main  # noqa: E402
 from benchmarks.report import OPERATIONS  # noqa: E402
+from benchmarks.soak import main as soak_main  # noqa: E402
 from benchmarks.variants import VARIANTS, Target, open_variant, ours  # noqa: E402
 from benchmarks.workload import make_script, replay  # noqa: E402
 
@@ -84,3 +85,43 @@ def test_tiny_run_on_every_backend(
     assert chart.read_bytes().startswith(b"\x89PNG")
     printed = capsys.readouterr().out
     assert "turns/s" in printed and ("PASS" in printed or "FAIL" in printed)
+
+
+def test_soak_runs_briefly_on_every_backend(
+    tmp_path: Path, postgres_url: str, mysql_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "soak.json"
+    argv = [
+        "--backends=sqlite,postgresql,mysql,memory",
+        f"--postgres-url={postgres_url}",
+        f"--mysql-url={mysql_url}",
+        "--prefix=soaktest_",
+        f"--json={out}",
+        "--quick",
+        "--minutes=0.02",
+        "--fairness-seconds=0.5",
+        "--storm-seconds=1",
+        "--storm-tasks=20",
+        "--sample-every=150",
+        "--tenants=4",
+    ]
+    assert soak_main(argv) == 0
+    result = json.loads(out.read_text())
+    assert list(result["backends"]) == [*BACKENDS, "memory"]
+    for backend, data in result["backends"].items():
+        soak = data["soak"]
+        assert soak["calls"] > 150 and not soak["errors"], soak["errors"]
+        assert len(soak["samples"]) >= 3 and set(soak["growth_per_10k"]) >= {"rss_mb", "fds"}
+        assert soak["end"]["rows"]["items"] > 0 and soak["end"]["latency"]["add_thread_item"]
+        if backend == "memory":
+            assert "fairness" not in data and "storm" not in data
+            continue
+        fairness = data["fairness"]
+        assert set(fairness) == {"load_thread", "add_thread_item", "after_close"}
+        assert all(f["calls"] > 0 for op, f in fairness.items() if op != "after_close")
+        storm = data["storm"]
+        assert storm["attempted"] > storm["completed"] > 0
+        assert storm["acknowledged_adds_missing"] == 0  # acknowledged writes are durable
+        assert storm["after_close"]["connections"] in (None, 0)
+    printed = capsys.readouterr().out
+    assert "Growth per 10,000 calls" in printed and "Cancellation storm" in printed
