@@ -1,12 +1,16 @@
 """Bad requests (issue 15): each gets one JSON error with its documented HTTP status.
 
 For every entry: the answer is a JSON object with one ``error`` line, no error or traceback is
-logged, and nothing is left on disk or changed in the database. The upload app runs on every
-metadata store.
+logged, and nothing is left on disk or changed in the database (for a streamed request, the
+answer is a complete stream ending with one ``error`` event). The upload app runs on every
+metadata store; the demo's endpoint on SQLite, in-process (tests/test_demo_server.py sends the
+same requests to the real demo process, tests/test_examples.py to the FastAPI example on all
+three databases).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,7 +40,8 @@ def no_tracebacks(
     """Fails the test if anything logged an error or a traceback, or printed one."""
     caplog.set_level(logging.DEBUG)
     yield
-    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    loud = [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
     assert loud == [], [r.getMessage() for r in loud]
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err
@@ -231,3 +236,119 @@ def test_padding_is_larger_than_any_slack() -> None:
     from chatkit_stores.files.asgi import _MULTIPART_SLACK
 
     assert PADDING > MAX_BYTES + _MULTIPART_SLACK
+
+
+# the demo's ChatKit endpoint (the same app `chatkit-stores demo` serves; tests/test_demo_server.py
+# sends the same requests to the real process)
+
+
+@pytest_asyncio.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    from chatkit_stores.demo import DemoSettings
+    from chatkit_stores.demo.app import create_app
+    from chatkit_stores.demo.responder import EchoResponder
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}", "UPLOAD_DIR": str(tmp_path)}
+    app = create_app(DemoSettings.from_env(env), responder=EchoResponder(pause=0))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            yield client
+
+
+def user_input(text: str) -> dict[str, Any]:
+    return {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": [],
+        "inference_options": {},
+    }
+
+
+def events_of(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    blocks = [block for block in response.text.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in blocks), blocks
+    return [json.loads(block.removeprefix("data: ")) for block in blocks]
+
+
+async def demo_state(demo: httpx.AsyncClient, user: str) -> list[Any]:
+    """Every thread of ``user`` with its items, as the demo lists them."""
+    headers = {"X-Demo-User": user}
+    listed = {"type": "threads.list", "params": {"limit": 100, "order": "asc"}}
+    threads = (await demo.post("/chatkit", json=listed, headers=headers)).json()["data"]
+    state = []
+    for thread in threads:
+        get = {"type": "threads.get_by_id", "params": {"thread_id": thread["id"]}}
+        state.append((await demo.post("/chatkit", json=get, headers=headers)).json())
+    return state
+
+
+async def test_demo_streamed_request_to_another_users_thread(
+    demo: httpx.AsyncClient, no_tracebacks: None
+) -> None:
+    """200, then one error event and a complete stream; neither user's threads change."""
+    alice, bob = {"X-Demo-User": "alice"}, {"X-Demo-User": "bob"}
+    create = {"type": "threads.create", "params": {"input": user_input("hi")}}
+    thread_id = events_of(await demo.post("/chatkit", json=create, headers=alice))[0]["thread"][
+        "id"
+    ]
+    before = {user: await demo_state(demo, user) for user in ("alice", "bob")}
+    for missing in (thread_id, "thr_missing"):
+        add = {
+            "type": "threads.add_user_message",
+            "params": {"thread_id": missing, "input": user_input("let me in")},
+        }
+        events = events_of(await demo.post("/chatkit", json=add, headers=bob))
+        assert events == [
+            {
+                "type": "error",
+                "code": "custom",
+                "message": f"Thread {missing} not found",
+                "allow_retry": False,
+            }
+        ]
+    assert {user: await demo_state(demo, user) for user in ("alice", "bob")} == before
+
+
+BAD_DEMO_REQUESTS = {
+    "another user's thread": ({"X-Demo-User": "bob"}, "get", 404, "not found"),
+    "a missing thread": ({"X-Demo-User": "alice"}, "missing", 404, "Thread thr_missing not found"),
+    "no user": ({}, "get", 401, "1-64 letters"),
+    "a user name with a space": ({"X-Demo-User": "not a name"}, "get", 401, "1-64 letters"),
+    "a 65-character user name": ({"X-Demo-User": "x" * 65}, "get", 401, "1-64 letters"),
+    "not JSON": ({"X-Demo-User": "alice"}, "garbage", 400, "not a ChatKit request"),
+    "an unknown request type": ({"X-Demo-User": "alice"}, "unknown", 400, "not a ChatKit request"),
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "message"),
+    BAD_DEMO_REQUESTS.values(),
+    ids=BAD_DEMO_REQUESTS.keys(),
+)
+async def test_demo_json_requests(
+    demo: httpx.AsyncClient,
+    no_tracebacks: None,
+    headers: dict[str, str],
+    body: str,
+    status: int,
+    message: str,
+) -> None:
+    create = {"type": "threads.create", "params": {"input": user_input("hi")}}
+    alice = {"X-Demo-User": "alice"}
+    thread_id = events_of(await demo.post("/chatkit", json=create, headers=alice))[0]["thread"][
+        "id"
+    ]
+    before = await demo_state(demo, "alice")
+    content = {
+        "get": json.dumps({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+        "missing": json.dumps(
+            {"type": "threads.get_by_id", "params": {"thread_id": "thr_missing"}}
+        ),
+        "garbage": "{not json",
+        "unknown": json.dumps({"type": "threads.nope", "params": {}}),
+    }[body]
+    response = await demo.post("/chatkit", content=content.encode(), headers=headers)
+    assert_json_error(response, status, message)
+    assert await demo_state(demo, "alice") == before

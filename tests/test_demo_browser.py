@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from test_demo_server import DemoProcess, demo, png
@@ -132,6 +133,73 @@ def test_page_sends_uploads_and_keeps_history(
     expect(page.locator("#thread-title")).to_have_text("New thread")
 
     assert errors == [] and outside == []
+    context.close()
+
+
+def test_page_recovers_from_a_missing_thread(browser: Any, demo: DemoProcess) -> None:
+    """A thread deleted elsewhere, a link to another user's thread, a bad or new user name."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    status = page.locator("#status")
+    page.goto(demo.url)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+    page.fill("#message", "first")
+    page.click("#send")
+    expect(page.locator(".item.assistant")).to_have_text("assistantYou said: first.")
+    thread_id = page.evaluate("location.hash.slice(1)")
+
+    # the thread is deleted behind the page's back; the next message cannot go there
+    with httpx.Client(base_url=demo.url, timeout=30) as http:
+        delete = {"type": "threads.delete", "params": {"thread_id": thread_id}}
+        deleted = http.post("/chatkit", json=delete, headers={"X-Demo-User": "alice"})
+        assert deleted.status_code == 200, deleted.text
+    page.fill("#message", "second")
+    page.click("#send")
+    expect(status).to_contain_text("That thread no longer exists")
+    expect(status).to_have_class("error")
+    expect(page.locator("#thread-title")).to_have_text("New thread")
+    expect(page.locator("#threads button")).to_have_count(0)
+    expect(page.locator("#message")).to_have_value("second")  # kept, to send again
+    assert page.evaluate("location.hash") == ""
+    page.click("#send")  # now it starts a new thread
+    expect(page.locator(".item.assistant")).to_have_text("assistantYou said: second.")
+    expect(page.locator("#threads button")).to_have_count(1)
+    expect(status).to_have_text("Answer stored.")
+    alice_thread = page.evaluate("location.hash.slice(1)")
+    assert alice_thread.startswith("thr_") and alice_thread != thread_id
+
+    # a name the server would refuse is refused here, and the user stays who they were
+    page.fill("#user", "not a name!")
+    page.dispatch_event("#user", "change")
+    expect(status).to_contain_text('"not a name!" is not a demo user name')
+    expect(page.locator("#user")).to_have_value("alice")
+    expect(page.locator(".item")).to_have_count(2)
+
+    # another user: the status says so (not the last thread's item count)
+    page.fill("#user", "bob")
+    page.dispatch_event("#user", "change")
+    expect(status).to_have_text("Now bob (a demo name, not authentication): 0 thread(s).")
+    expect(page.locator(".item")).to_have_count(0)
+
+    # bob follows a link to alice's thread: to bob it does not exist
+    page.goto(f"{demo.url}/#{alice_thread}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(status).to_have_text("That thread does not exist, or is another user's.")
+    expect(page.locator("#thread-title")).to_have_text("New thread")
+    expect(page.locator(".item")).to_have_count(0)
+    page.fill("#message", "bob's own")
+    page.click("#send")
+    expect(page.locator(".item.assistant")).to_have_text("assistantYou said: bob's own.")
+    assert page.evaluate("location.hash.slice(1)") not in ("", alice_thread)
+
+    assert errors == []
     context.close()
 
 

@@ -48,6 +48,7 @@ class DemoProcess:
             text=True,
         )
         self._output: queue.Queue[str | None] = queue.Queue()
+        self._ended = False  # the process's output reached its end
         threading.Thread(target=self._read, daemon=True).start()
         self.url = self._wait_for_url()
 
@@ -77,12 +78,26 @@ class DemoProcess:
 
     def output(self) -> str:
         """Everything printed so far."""
-        while True:
+        self._drain(wait=False)
+        return "\n".join(self.lines)
+
+    def finish(self) -> str:
+        """Stop the server; return everything it printed, to the end of its output."""
+        self.stop()
+        self._drain(wait=True)
+        return "\n".join(self.lines)
+
+    def _drain(self, wait: bool) -> None:
+        while not self._ended:
             try:
-                line = self._output.get_nowait()
+                line = self._output.get(timeout=15) if wait else self._output.get_nowait()
             except queue.Empty:
-                return "\n".join(self.lines)
-            if line is not None:
+                if wait:
+                    raise AssertionError("the demo's output did not end after it stopped") from None
+                return
+            if line is None:
+                self._ended = True
+            else:
                 self.lines.append(line)
 
     def stop(self) -> None:
@@ -247,6 +262,45 @@ def test_protocol_round_trip_and_tenants(demo: DemoProcess) -> None:
         assert anonymous.status_code == 401 and "not authentication" in anonymous.json()["error"]
         bad = http.post("/chatkit", json={"type": "nope"}, headers=alice.headers)
         assert bad.status_code == 400 and "not a ChatKit request" in bad.json()["error"]
+
+
+def test_missing_threads_and_bad_users_get_one_clear_answer(demo: DemoProcess) -> None:
+    """Another user's thread is missing: a 404, or a stream that ends with an error event."""
+    with httpx.Client(base_url=demo.url, timeout=30) as http:
+        alice = Client(http, f"alice-{uuid.uuid4().hex[:8]}")
+        bob = Client(http, f"bob-{uuid.uuid4().hex[:8]}")
+        created = alice.stream({"type": "threads.create", "params": {"input": user_input("hi")}})
+        thread_id = created[0]["thread"]["id"]
+        before = alice.items(thread_id)
+
+        for missing in (thread_id, "thr_missing"):
+            add = {
+                "type": "threads.add_user_message",
+                "params": {"thread_id": missing, "input": user_input("let me in")},
+            }
+            # the whole stream arrives (a cut chunked body raises in httpx), ending in an error
+            assert bob.stream(add) == [
+                {
+                    "type": "error",
+                    "code": "custom",
+                    "message": f"Thread {missing} not found",
+                    "allow_retry": False,
+                }
+            ]
+            get = {"type": "threads.get_by_id", "params": {"thread_id": missing}}
+            answer = bob.post(get)
+            assert answer.status_code == 404
+            assert answer.json() == {"error": f"Thread {missing} not found"}
+        assert alice.items(thread_id) == before and bob.thread_ids() == []
+
+        for name in ("not a name!", "", "x" * 65):
+            refused = http.post("/chatkit", json=add, headers={"X-Demo-User": name})
+            assert refused.status_code == 401
+            assert list(refused.json()) == ["error"] and "1-64 letters" in refused.json()["error"]
+        bad = http.post("/chatkit", content=b"{not json", headers=alice.headers)
+        assert bad.status_code == 400 and list(bad.json()) == ["error"]
+    output = demo.finish()
+    assert "Traceback" not in output and "\nERROR" not in output, output
 
 
 def test_attachment_create_upload_download(demo: DemoProcess) -> None:

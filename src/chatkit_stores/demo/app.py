@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from chatkit.errors import ErrorCode
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError
+from chatkit.types import ErrorEvent
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -63,10 +65,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.create_schema()  # idempotent
         log.warning(DEMO_TENANCY)
+        quiet = NotFoundInOneLine()
+        logging.getLogger("chatkit").addFilter(quiet)
         if on_ready is not None:
             on_ready()
-        yield
-        await store.close()
+        try:
+            yield
+        finally:
+            logging.getLogger("chatkit").removeFilter(quiet)
+            await store.close()
 
     app = FastAPI(title="chatkit-stores demo", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
@@ -86,7 +93,7 @@ def create_app(
         except NotFoundError as error:
             return JSONResponse({"error": str(error)}, status_code=404)
         if isinstance(result, StreamingResult):
-            return StreamingResponse(result, media_type="text/event-stream")
+            return StreamingResponse(ending_cleanly(result), media_type="text/event-stream")
         return Response(content=result.json, media_type="application/json")
 
     @app.get("/demo/about")
@@ -106,6 +113,33 @@ def create_app(
     if isinstance(files, DiskAttachmentStore):
         app.mount(FILES_PATH, files.asgi_app())
     return app
+
+
+async def ending_cleanly(result: StreamingResult) -> AsyncIterator[bytes]:
+    """The streamed events; an error after the 200 ends them with an error event, not a cut."""
+    try:
+        async for chunk in result:
+            yield chunk
+    except NotFoundError as error:  # a missing thread or attachment, or another user's
+        yield _event(ErrorEvent(message=str(error), allow_retry=False))
+    except Exception:  # chatkit has logged it; the page is told instead of cut off
+        yield _event(ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True))
+
+
+def _event(error: ErrorEvent) -> bytes:
+    return b"data: " + error.model_dump_json().encode() + b"\n\n"
+
+
+class NotFoundInOneLine(logging.Filter):
+    """chatkit logs a streamed request's NotFoundError with its traceback: one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Turn a NotFoundError's traceback into an INFO line; keep every other record."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, NotFoundError):
+            record.msg, record.args, record.exc_info = f"not found: {error}", (), None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def _page_headers() -> dict[str, str]:

@@ -5,12 +5,13 @@
 
 const USER_HEADER = "X-Demo-User";
 const $ = (id) => document.getElementById(id);
-const state = { threadId: null, threadsAfter: null, pending: [], busy: false };
+const USER_NAME = /^[A-Za-z0-9_.@-]{1,64}$/;  // what the server accepts (demo/app.py)
+const state = { user: "alice", threadId: null, threadsAfter: null, pending: [], busy: false };
 
 // --- the protocol -------------------------------------------------------------------------
 
 function user() {
-  return $("user").value.trim();
+  return state.user;  // the name last accepted, not whatever is being typed
 }
 
 async function post(request) {
@@ -21,7 +22,9 @@ async function post(request) {
   });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error(body.error || `${request.type}: HTTP ${response.status}`);
+    const error = new Error(body.error || `${request.type}: HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
   }
   return response;
 }
@@ -63,6 +66,7 @@ async function loadThreads(more = false) {
   state.threadsAfter = page.has_more ? page.after : null;
   $("more-threads").hidden = !page.has_more;
   markCurrent();
+  return $("threads").children.length;
 }
 
 function threadEntry(thread) {
@@ -92,18 +96,41 @@ async function openThread(threadId, title) {
   $("thread-title").textContent = threadId ? title || "Untitled" : "New thread";
   markCurrent();
   if (!threadId) return;
-  let after = null;
-  do {  // the whole thread, oldest first, one page at a time
-    const params = { thread_id: threadId, limit: 50, order: "asc", after };
-    const page = await ask({ type: "items.list", params });
+  let thread;
+  try {  // the thread and its first items
+    thread = await ask({ type: "threads.get_by_id", params: { thread_id: threadId } });
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    await forgetThread(threadId, "That thread does not exist, or is another user's.");
+    return;
+  }
+  $("thread-title").textContent = thread.title || "Untitled";
+  let page = thread.items;
+  page.data.forEach(showItem);
+  while (page.has_more) {  // the rest, oldest first, one page at a time
+    const params = { thread_id: threadId, limit: 50, order: "asc", after: page.after };
+    page = await ask({ type: "items.list", params });
     page.data.forEach(showItem);
-    after = page.has_more ? page.after : null;
-  } while (after);
-  if (!title) {
-    const thread = await ask({ type: "threads.get_by_id", params: { thread_id: threadId } });
-    $("thread-title").textContent = thread.title || "Untitled";
   }
   setStatus(`Loaded ${$("items").children.length} item(s) from the store.`);
+}
+
+async function threadExists(threadId) {
+  try {
+    await ask({ type: "threads.get_by_id", params: { thread_id: threadId } });
+    return true;
+  } catch (error) {
+    if (error.status === 404) return false;
+    throw error;
+  }
+}
+
+// A thread that is gone (deleted elsewhere, or a link to another user's): back to a new thread,
+// so that the next Send starts one instead of failing again.
+async function forgetThread(threadId, why) {
+  if (state.threadId === threadId) await openThread(null);
+  await loadThreads();
+  setStatus(why, true);
 }
 
 // --- items --------------------------------------------------------------------------------
@@ -167,8 +194,9 @@ async function send(event) {
     attachments: state.pending.map((attachment) => attachment.id),
     inference_options: {},
   };
-  const request = state.threadId
-    ? { type: "threads.add_user_message", params: { thread_id: state.threadId, input } }
+  const sentTo = state.threadId;
+  const request = sentTo
+    ? { type: "threads.add_user_message", params: { thread_id: sentTo, input } }
     : { type: "threads.create", params: { input } };
   setBusy(true);
   setStatus("Sending…");
@@ -181,6 +209,11 @@ async function send(event) {
     await loadThreads();
   } catch (error) {
     setStatus(error.message, true);
+    if (sentTo && !(await threadExists(sentTo).catch(() => true))) {
+      const why = "That thread no longer exists (deleted, or another user's): your message was " +
+        "not sent. Send it again to start a new thread.";
+      await forgetThread(sentTo, why);
+    }
   } finally {
     setBusy(false);
   }
@@ -265,18 +298,35 @@ function setBusy(busy) {
 }
 
 async function switchUser() {
-  if (!$("user").reportValidity()) return;
-  localStorage.setItem("chatkit-demo-user", user());
+  const name = $("user").value.trim();
+  if (!USER_NAME.test(name)) {
+    $("user").value = state.user;
+    setStatus(`"${name}" is not a demo user name: use 1-64 letters, digits or _.@- ` +
+      `(still ${state.user}).`, true);
+    return;
+  }
+  state.user = name;
+  localStorage.setItem("chatkit-demo-user", name);
+  state.pending = [];  // uploaded as the previous user: not this one's to send
+  $("pending").replaceChildren();
   await openThread(null);
-  await loadThreads();
+  const count = await loadThreads();
+  const more = state.threadsAfter ? "+" : "";
+  setStatus(`Now ${name} (a demo name, not authentication): ${count}${more} thread(s).`);
 }
 
 async function start() {
-  $("user").value = localStorage.getItem("chatkit-demo-user") || "alice";
+  const saved = localStorage.getItem("chatkit-demo-user");
+  state.user = saved && USER_NAME.test(saved) ? saved : "alice";
+  $("user").value = state.user;
   $("composer").addEventListener("submit", send);
   $("new-thread").addEventListener("click", () => openThread(null));
   $("more-threads").addEventListener("click", () => loadThreads(true));
   $("user").addEventListener("change", () => switchUser().catch((e) => setStatus(e.message, true)));
+  window.addEventListener("hashchange", () => {  // a thread link followed in this tab
+    const threadId = location.hash.slice(1) || null;
+    if (threadId !== state.threadId) openThread(threadId).catch((e) => setStatus(e.message, true));
+  });
   $("file").addEventListener("change", async () => {
     try {
       for (const file of $("file").files) await attach(file);
