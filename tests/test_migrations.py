@@ -40,9 +40,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatkit_stores import SQLStore, migrations
 from chatkit_stores.cli import main
-from chatkit_stores.migrations import MigrationError, version_table
+from chatkit_stores.migrations import MigrationError, shape, version_table
 from chatkit_stores.sql.dialects import Key, async_url
-from chatkit_stores.sql.schema import DEFAULT_TABLE_PREFIX, make_tables
+from chatkit_stores.sql.schema import (
+    DEFAULT_TABLE_PREFIX,
+    IDENTIFIER_LIMITS,
+    make_tables,
+    schema_names,
+)
 from chatkit_stores.testing import models
 from conftest import admin
 
@@ -565,6 +570,171 @@ def test_tables_made_before_migrations_are_adopted_with_stamp(
     assert run(migrations.current(url, prefix=prefix)) == SHIPPED_HEAD
 
 
+def create_foreign_threads(url: str, prefix: str) -> None:
+    """Another application's ``{prefix}threads (id, name)``."""
+
+    def create(conn: sa.Connection) -> None:
+        foreign = sa.MetaData()
+        sa.Table(
+            f"{prefix}threads",
+            foreign,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("name", sa.String(20)),
+        )
+        foreign.create_all(conn)
+
+    on(url, create)
+
+
+def record_revision(url: str, prefix: str, revision: str) -> None:
+    """Write a version row the way ``stamp`` did before it checked the tables."""
+
+    def write(conn: sa.Connection) -> None:
+        table = sa.Table(
+            version_table(prefix),
+            sa.MetaData(),
+            sa.Column("version_num", sa.String(32), primary_key=True),
+        )
+        table.create(conn)
+        conn.execute(table.insert().values(version_num=revision))
+
+    on(url, write)
+
+
+def test_stamp_and_migrate_leave_someone_elses_tables_alone(
+    url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Following the old advice (stamp 0001, then migrate) altered a foreign table; now both
+    check the tables' columns first, and so does downgrade (base would drop the table)."""
+    create_foreign_threads(url, prefix)
+    before = tables(url, prefix)
+    p = ("--table-prefix", prefix)
+    code, out, err = cli(capsys, "migrate", url, *p)
+    assert (code, out, err.count("\n")) == (1, "", 1)
+    assert "use another table prefix" in err and "stamp" not in err, "no advice to stamp them"
+    code, out, err = cli(capsys, "stamp", url, "0001", *p)
+    assert (code, out, err.count("\n")) == (1, "", 1), err
+    assert f"{prefix}threads has no created_at, data, seq, tenant" in err
+    assert f"{prefix}items does not exist" in err and "Nothing was changed" in err
+    assert tables(url, prefix) == before, "no version table either"
+
+    record_revision(url, prefix, "0001")  # stamped by an older version, unchecked
+    recorded = tables(url, prefix)
+    for args in (["migrate", url], ["downgrade", url, "base"]):
+        code, out, err = cli(capsys, *args, *p)
+        assert (code, out, err.count("\n")) == (1, "", 1), err
+        assert "are not chatkit-stores tables at revision 0001" in err
+        assert tables(url, prefix) == recorded, f"{args[0]} changed nothing"
+    assert versions(url, version_table(prefix)) == ["0001"]
+
+
+def test_stamp_checks_the_columns_of_the_revision(
+    url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = ("--table-prefix", prefix)
+    on(url, lambda conn: None)  # a SQLite file exists (without one: "no SQLite database")
+    code, _, err = cli(capsys, "stamp", url, "head", *p)
+    assert code == 1 and "no chatkit-stores tables with prefix" in err
+    assert "`chatkit-stores migrate URL` creates them" in err
+    assert tables(url, prefix) == {}, "nothing was created"
+
+    on(url, make_tables(prefix).metadata.create_all)  # the newest model: revision 0002
+    code, _, err = cli(capsys, "stamp", url, "0001", *p)
+    assert code == 1 and f"{prefix}threads already has version (of a later revision)" in err
+    assert "record that with `chatkit-stores stamp URL 0002`" in err
+    assert cli(capsys, "stamp", url, "0002", *p)[0] == 0
+    assert versions(url, version_table(prefix)) == ["0002"]
+    assert cli(capsys, "stamp", url, "base", *p)[0] == 0, "base needs no tables"
+
+
+def test_each_shipped_revision_has_the_columns_shape_expects(url: str, prefix: str) -> None:
+    head_columns = {
+        name: {column.name for column in getattr(make_tables(prefix), name).columns}
+        for name in shape.TABLES
+    }
+    assert shape.columns_at(SHIPPED_HEAD) == head_columns, "shape.ADDED lacks a revision"
+    assert list(shape.ADDED) == [revision for revision, _ in migrations.history()]
+    for revision in shape.ADDED:
+        run(migrations.migrate(url, revision, prefix=prefix))
+        found = on(url, lambda conn: shape.problems(conn, prefix, revision))  # noqa: B023
+        assert found == [], revision
+        assert on(url, lambda conn: shape.matching_revision(conn, prefix)) == revision
+
+
+def test_a_failing_migration_raises_its_own_error_and_releases_the_lock(
+    url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error inside the locked section (here: while looking for the version table) is the
+    one raised, and the server lock is released even by a pooled connection: another
+    migration of the same tables runs at once."""
+    failure = sa.exc.OperationalError("SHOW TABLES", {}, Exception("1103 Incorrect table name"))
+    real = sa.engine.reflection.Inspector.has_table
+
+    def has_table(self: Any, name: str, *args: Any, **kwargs: Any) -> bool:
+        if name == version_table(prefix):
+            raise failure
+        return bool(real(self, name, *args, **kwargs))
+
+    async def attempt() -> None:
+        store = SQLStore.from_url(url, table_prefix=prefix)  # a pooled engine
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(sa.engine.reflection.Inspector, "has_table", has_table)
+                with pytest.raises(sa.exc.OperationalError, match="1103"):
+                    await store.create_schema()
+            # The failed connection went back to the pool; a new engine must not wait for it.
+            await asyncio.wait_for(migrations.migrate(url, prefix=prefix), 30)
+        finally:
+            await store.close()
+
+    run(attempt())
+    assert run(migrations.current(url, prefix=prefix)) == SHIPPED_HEAD
+
+
+def test_a_prefix_too_long_for_a_server_is_refused_when_the_store_is_built(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    longest = "p" * 36 + "_"  # 37 characters: the name ..._stores_alembic_version_pkc has 63
+    SQLStore.from_url(url, table_prefix=longest)
+    with pytest.raises(ValueError, match="over PostgreSQL's limit of 63; use at most 37"):
+        SQLStore.from_url(url, table_prefix="p" + longest)
+    with pytest.raises(ValueError, match="over MySQL/MariaDB's limit of 64; use at most 42"):
+        make_tables("p" * 42 + "_", "mysql")
+    make_tables("p" * 41 + "_", "mysql")
+    make_tables("p" * 200 + "_", "sqlite")  # SQLite has no limit
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+def test_every_name_the_server_makes_is_counted(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """With the longest prefix allowed, every name fits (none truncated) and is one
+    ``schema_names`` counts when checking the limit."""
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    prefix = f"n{uuid.uuid4().hex}".ljust(36, "x") + "_"
+    dialect = "postgresql" if backend == "postgres" else "mysql"
+    catalog = {
+        "postgresql": "SELECT relname FROM pg_class UNION SELECT conname FROM pg_constraint"
+        " UNION SELECT polname FROM pg_policy",
+        "mysql": "SELECT table_name FROM information_schema.tables"
+        " WHERE table_schema = database() UNION SELECT index_name"
+        " FROM information_schema.statistics WHERE table_schema = database()"
+        " UNION SELECT constraint_name FROM information_schema.table_constraints"
+        " WHERE table_schema = database()",
+    }[dialect]
+    try:
+        rls = True if dialect == "postgresql" else None  # the policies' names too
+        run(migrations.migrate(url, prefix=prefix, row_level_security=rls))
+        names = on(url, lambda conn: set(conn.exec_driver_sql(catalog).scalars()))
+        made = {name for name in names if name.startswith(prefix)}
+        assert len(made) >= 10 and made <= set(schema_names(prefix, dialect))
+        assert (
+            max(len(name) for name in schema_names(prefix, dialect)) <= IDENTIFIER_LIMITS[dialect]
+        )
+    finally:
+        drop_tables(url, prefix)
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -579,6 +749,7 @@ def test_tables_made_before_migrations_are_adopted_with_stamp(
 def test_unknown_revision(
     args: list[str], url: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    on(url, lambda conn: None)  # a SQLite file exists (without one: "no SQLite database")
     code, out, err = cli(capsys, args[0], url, *args[1:], "--table-prefix", prefix)
     assert (code, out) == (1, "")
     assert "'nope'" in err and err.startswith("chatkit-stores: error: ") and err.count("\n") == 1

@@ -5,6 +5,10 @@ They keep their own version table (``{prefix}stores_alembic_version``, by defaul
 without touching its ``alembic_version``. Run them with ``chatkit-stores migrate URL``, with
 ``await migrate(engine_or_url)``, or from your own ``env.py`` with ``upgrade_with``.
 
+Before they change anything, ``migrate``, ``stamp`` and ``downgrade`` check that existing
+tables with the prefix have the columns of the revision recorded (or being stamped), so that
+another application's ``chatkit_threads`` is never altered, adopted or dropped (``shape``).
+
 Every function takes ``version_locations``: directories of further revision scripts used
 together with the shipped ones (their first revision must revise the shipped head). The test
 suite uses it to prove a second revision upgrades and downgrades with the data intact.
@@ -34,10 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..sql import dialects
 from ..sql.schema import DEFAULT_TABLE_PREFIX, make_tables
+from . import shape
 from .row_security import set_row_security
 
 HERE = Path(__file__).parent
-TABLES = ("threads", "items", "attachments")
+TABLES = shape.TABLES
 LOCK_TIMEOUT_S = 600
 """How long a migration waits for another one of the same tables to finish (MySQL/MariaDB)."""
 
@@ -148,6 +153,9 @@ def upgrade_with(
     config = alembic_config(prefix, connection=connection, version_locations=version_locations)
     with _migrating(connection, prefix) as own:
         _refuse_foreign_tables(connection, prefix)
+        current = _current(connection, prefix)
+        if current is not None and current not in _revisions(config, revision):
+            _check_shape(connection, prefix, current, config)
         _end_our_transaction(connection, own)
         command.upgrade(config, revision)
 
@@ -184,6 +192,8 @@ async def migrate(
     ``row_security``), False drops them, None leaves them as they are.
     """
 
+    make_tables(prefix)  # a bad prefix is refused before anything connects
+
     def work(conn: sa.Connection) -> None:
         upgrade_with(conn, revision, prefix=prefix, version_locations=version_locations)
         if row_level_security is not None:
@@ -202,9 +212,15 @@ async def downgrade(
 ) -> None:
     """Downgrade to ``revision`` (``base`` drops every chatkit-stores table)."""
 
+    make_tables(prefix)  # a bad prefix is refused before anything connects
+
     def work(conn: sa.Connection) -> None:
         config = alembic_config(prefix, connection=conn, version_locations=version_locations)
-        with _migrating(conn, prefix):
+        with _migrating(conn, prefix) as own:
+            current = _current(conn, prefix)
+            if current is not None:
+                _check_shape(conn, prefix, current, config)
+            _end_our_transaction(conn, own)
             command.downgrade(config, revision)
             if revision == "base":  # leave nothing of ours behind
                 sa.Table(version_table(prefix), sa.MetaData()).drop(conn, checkfirst=True)
@@ -220,11 +236,19 @@ async def stamp(
     prefix: str = DEFAULT_TABLE_PREFIX,
     version_locations: VersionLocations = (),
 ) -> None:
-    """Record ``revision`` as current without running anything."""
+    """Record ``revision`` as current without running anything.
+
+    The tables must already have that revision's columns (any revision but ``base``): stamping
+    someone else's tables, or tables that are not there, is refused with ``MigrationError``.
+    """
+    make_tables(prefix)  # a bad prefix is refused before anything connects
 
     def work(conn: sa.Connection) -> None:
         config = alembic_config(prefix, connection=conn, version_locations=version_locations)
-        with _migrating(conn, prefix):
+        with _migrating(conn, prefix) as own:
+            for target in _revisions(config, revision):
+                _check_shape(conn, prefix, target, config)
+            _end_our_transaction(conn, own)
             command.stamp(config, revision)
 
     async with _one_at_a_time():
@@ -235,6 +259,7 @@ async def current(
     target: AsyncEngine | str | URL, *, prefix: str = DEFAULT_TABLE_PREFIX
 ) -> str | None:
     """The revision the database is at, or None if it was never migrated."""
+    make_tables(prefix)  # a bad prefix is refused before anything connects
     revision: str | None = await run_sync(target, lambda conn: _current(conn, prefix))
     return revision
 
@@ -290,6 +315,7 @@ def _migrating(connection: sa.Connection, prefix: str) -> Iterator[bool]:
     own = not connection.in_transaction()
     lock = _Lock(connection, prefix, session=own)
     lock.acquire()
+    new = False  # whether the version table is ours to drop if the migration fails
     try:
         new = not sa.inspect(connection).has_table(version_table(prefix))
         _end_our_transaction(connection, own)
@@ -297,18 +323,26 @@ def _migrating(connection: sa.Connection, prefix: str) -> Iterator[bool]:
             yield own
         _end_our_transaction(connection, own)
     except BaseException:
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            if own and connection.in_transaction():
-                connection.rollback()
-            if new:  # Alembic made it before failing (DDL is not undone on MySQL, SQLite)
-                _drop_if_empty(connection, version_table(prefix))
-                _end_our_transaction(connection, own)
+        _undo_failed(connection, prefix, own=own, new=new)
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             lock.release()
             _end_our_transaction(connection, own)
         raise
     lock.release()
     _end_our_transaction(connection, own)
+
+
+def _undo_failed(connection: sa.Connection, prefix: str, *, own: bool, new: bool) -> None:
+    """After a failed migration: roll back, and drop a version table it made and left empty.
+
+    Errors here are suppressed: the migration's own error is the one to report.
+    """
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        if own and connection.in_transaction():
+            connection.rollback()
+        if new:  # Alembic made it before failing (DDL is not undone on MySQL, SQLite)
+            _drop_if_empty(connection, version_table(prefix))
+            _end_our_transaction(connection, own)
 
 
 def _drop_if_empty(connection: sa.Connection, name: str) -> None:
@@ -406,10 +440,23 @@ def _refuse_foreign_tables(connection: sa.Connection, prefix: str) -> None:
     if ours:
         raise MigrationError(
             f"Tables {', '.join(ours)} exist but were not made by chatkit-stores migrations "
-            f"(no {version_table(prefix)} row); nothing was changed. Use another table prefix, "
-            "or if they are chatkit-stores tables of the first schema, record that with "
-            "`chatkit-stores stamp URL 0001`."
+            f"(no {version_table(prefix)} row); nothing was changed: "
+            f"{shape.advice(connection, prefix)}."
         )
+
+
+def _revisions(config: Config, revision: str) -> set[str]:
+    """The revision ids ``revision`` names (``head``, an id...); empty for ``base``."""
+    with _alembic_errors():
+        found = ScriptDirectory.from_config(config).get_revisions(revision)
+    return {script.revision for script in found if script is not None}
+
+
+def _check_shape(connection: sa.Connection, prefix: str, revision: str, config: Config) -> None:
+    """Refuse to touch tables of ``prefix`` without the columns of ``revision``."""
+    why = shape.refusal(connection, prefix, revision, ScriptDirectory.from_config(config))
+    if why is not None:
+        raise MigrationError(why)
 
 
 async def run_sync(target: AsyncEngine | str | URL, work: Callable[[sa.Connection], Any]) -> Any:

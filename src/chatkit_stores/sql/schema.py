@@ -9,6 +9,7 @@ updated row keeps its place.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, UniqueConstraint
@@ -16,6 +17,11 @@ from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Uniqu
 from .dialects import TABLE_OPTIONS, Blob, Key, Serial, Timestamp
 
 DEFAULT_TABLE_PREFIX = "chatkit_"
+
+IDENTIFIER_LIMITS = {"postgresql": 63, "mysql": 64}
+"""The longest table, index or constraint name each server accepts (SQLite has no limit)."""
+
+_SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,64 @@ class Tables:
     attachments: Table
 
 
-def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
-    """Return the schema with every table and index name starting with ``prefix``."""
+def make_tables(prefix: str = DEFAULT_TABLE_PREFIX, backend: str | None = None) -> Tables:
+    """Return the schema with every table and index name starting with ``prefix``.
+
+    Raises ``ValueError`` for a prefix that is not ASCII letters, digits and ``_``, or that
+    makes a name longer than ``backend``'s identifier limit (without ``backend``: the limit of
+    every server, so that the same prefix works on each and ``copy`` can move tables between
+    them).
+    """
     if not prefix.replace("_", "").isalnum() or not prefix.isascii():
         raise ValueError(f"table_prefix must be ASCII letters, digits and '_', got {prefix!r}")
+    _check_lengths(prefix, backend)
+    return _tables(prefix)
+
+
+def schema_names(prefix: str, backend: str) -> list[str]:
+    """Every name the schema makes on ``backend``: tables, indexes, constraints, sequences.
+
+    Besides what ``make_tables`` declares, the migrations' version table and, on PostgreSQL,
+    the names the server derives (``_pkey``, the ``seq`` column's sequence), the version
+    table's primary key (``_pkc``) and the Row-Level Security policies (``_tenant``).
+    """
+    tables = _tables(prefix)
+    version = f"{prefix}stores_alembic_version"  # migrations.version_table(prefix)
+    names = [version]
+    for table in (tables.threads, tables.items, tables.attachments):
+        names.append(table.name)
+        names.extend(str(index.name) for index in table.indexes)
+        names.extend(str(c.name) for c in table.constraints if isinstance(c.name, str))
+        if backend == "postgresql":
+            names += [f"{table.name}_pkey", f"{table.name}_seq_seq", f"{table.name}_tenant"]
+    if backend == "postgresql":
+        names.append(f"{version}_pkc")
+    return names
+
+
+def _check_lengths(prefix: str, backend: str | None) -> None:
+    backends = [backend] if backend is not None else list(IDENTIFIER_LIMITS)
+    for name in backends:
+        limit = IDENTIFIER_LIMITS.get(name)
+        if limit is None:
+            continue
+        longest = prefix + _longest_suffix(name)
+        if len(longest) > limit:
+            spare = limit - len(_longest_suffix(name))
+            raise ValueError(
+                f"table_prefix {prefix!r} is too long: it makes the name {longest!r} "
+                f"({len(longest)} characters), over {_SERVER_NAMES[name]}'s limit of {limit}; "
+                f"use at most {spare} characters"
+            )
+
+
+@functools.cache
+def _longest_suffix(backend: str) -> str:
+    """What the longest name adds to the prefix (every name is the prefix and a fixed suffix)."""
+    return max(schema_names("", backend), key=len)
+
+
+def _tables(prefix: str) -> Tables:
     metadata = MetaData()
     threads = Table(
         f"{prefix}threads",
