@@ -111,15 +111,15 @@ def _storm_report(storm: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"- acknowledged adds missing: {storm['acknowledged_adds_missing']} of "
         f"{storm['acknowledged_adds']:,}; acknowledged deletes with rows back: "
         f"{storm['deleted_threads_with_rows_back']} of {storm['acknowledged_deletes']:,}; "
-        f"late title overwrites: {storm['late_title_overwrites']} of {storm['tasks']} threads",
+        f"late title overwrites: {storm['late_title_overwrites']} of {storm['tasks']} threads"
+        + "".join(f"; CHECK FAILED {n} x {why}" for why, n in storm["checks_failed"].items()),
         f"- server connections: at most {_n(during.get('connections'))} during (pool "
         f"{config['pool_size']}), {_n(right_after['connections'])} right after, "
         f"{_n(storm['after_checks']['connections'])} after the checks; idle in transaction "
         f"right after: {_n(right_after['idle_in_transaction'])}; statements running right "
         f"after: {_n(right_after['running'])}",
         f"- SQLite write lock free right after: {_yes(storm['sqlite_write_lock_free'])}",
-        "- next calls: "
-        + ", ".join(f"{op} {ms:.1f} ms" for op, ms in storm["next_call_ms"].items()),
+        "- next calls: " + ", ".join(_next(op, call) for op, call in storm["next_call"].items()),
         f"- greenlets: {storm['process_before']['greenlets']} before, "
         f"{storm['process_after']['greenlets']} after, "
         f"{storm['after_close']['greenlets']} after close(); fds "
@@ -130,6 +130,11 @@ def _storm_report(storm: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"- after close(): {_closed(storm['after_close'])}",
     ]
     return lines
+
+
+def _next(operation: str, call: dict[str, Any]) -> str:
+    failed = f" FAILED ({call['error']})" if call["error"] else ""
+    return f"{operation} {call['ms']:.1f} ms{failed}"
 
 
 def _signed(value: float | None, digits: int) -> str:

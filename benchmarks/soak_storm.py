@@ -118,8 +118,8 @@ async def storm(store: Any, server: Server, config: SoakConfig) -> dict[str, Any
             over.set()
             await watcher
         right_after = await server.activity()
-        next_calls = await _next_calls(store, tasks[0])
         lock_free = await server.write_lock_free()
+        next_calls = await _next_calls(store, tasks[0])
         leftovers = await _leftovers(store, tasks)
     return {
         "tasks": config.storm_tasks,
@@ -132,7 +132,7 @@ async def storm(store: Any, server: Server, config: SoakConfig) -> dict[str, Any
         "right_after": right_after,
         "after_checks": await server.activity(),
         "sqlite_write_lock_free": lock_free,
-        "next_call_ms": next_calls,
+        "next_call": next_calls,
         **leftovers,
         "log_noise": noise.total,
         "log_noise_kinds": dict(noise.counts.most_common(5)),
@@ -141,8 +141,8 @@ async def storm(store: Any, server: Server, config: SoakConfig) -> dict[str, Any
     }
 
 
-async def _next_calls(store: Any, task: StormTask) -> dict[str, float]:
-    """How long the first calls after the storm take, in ms."""
+async def _next_calls(store: Any, task: StormTask) -> dict[str, dict[str, Any]]:
+    """How long the first calls after the storm take (ms), and how they failed if they did."""
     thread_id, context = task.thread_id, task.context
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "load_thread": lambda: store.load_thread(thread_id, context),
@@ -150,32 +150,41 @@ async def _next_calls(store: Any, task: StormTask) -> dict[str, float]:
     }
     timings = {}
     for name, call in calls.items():
-        start = perf_counter()
-        await call()
-        timings[name] = (perf_counter() - start) * 1000
+        start, error = perf_counter(), None
+        try:
+            await call()
+        except Exception as failure:  # reported: e.g. a write lock left behind by the storm
+            error = f"{type(failure).__name__}: {str(failure).splitlines()[0][:100]}"
+        timings[name] = {"ms": (perf_counter() - start) * 1000, "error": error}
     return timings
 
 
-async def _leftovers(store: Any, tasks: list[StormTask]) -> dict[str, int]:
+async def _leftovers(store: Any, tasks: list[StormTask]) -> dict[str, Any]:
     """Acknowledged writes missing, deleted threads with rows back, late title overwrites."""
     found = await asyncio.gather(*(_leftovers_of(store, task) for task in tasks))
+    checks = [f for f in found if not isinstance(f, str)]
     return {
         "acknowledged_adds": sum(len(t.added) for t in tasks),
-        "acknowledged_adds_missing": sum(missing for missing, _, _ in found),
+        "acknowledged_adds_missing": sum(missing for missing, _, _ in checks),
         "acknowledged_deletes": sum(len(t.deleted) for t in tasks),
-        "deleted_threads_with_rows_back": sum(undeleted for _, undeleted, _ in found),
-        "late_title_overwrites": sum(late for _, _, late in found),
+        "deleted_threads_with_rows_back": sum(undeleted for _, undeleted, _ in checks),
+        "late_title_overwrites": sum(late for _, _, late in checks),
+        "checks_failed": Counter(f for f in found if isinstance(f, str)),
     }
 
 
-async def _leftovers_of(store: Any, task: StormTask) -> tuple[int, int, bool]:
-    """One task's missing adds, deleted threads with rows back, and whether its title is late."""
-    missing = len(task.added - await _item_ids(store, task.thread_id, task.context))
-    undeleted = 0
-    for thread_id in task.deleted:
-        items = await store.load_thread_items(thread_id, None, 1, "asc", task.context)
-        undeleted += await _exists(store, thread_id, task.context) or bool(items.data)
-    title = (await store.load_thread(task.thread_id, task.context)).title
+async def _leftovers_of(store: Any, task: StormTask) -> tuple[int, int, bool] | str:
+    """One task's missing adds, deleted threads with rows back, and whether its title is late
+    (or why they could not be read)."""
+    try:
+        missing = len(task.added - await _item_ids(store, task.thread_id, task.context))
+        undeleted = 0
+        for thread_id in task.deleted:
+            items = await store.load_thread_items(thread_id, None, 1, "asc", task.context)
+            undeleted += await _exists(store, thread_id, task.context) or bool(items.data)
+        title = (await store.load_thread(task.thread_id, task.context)).title
+    except Exception as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
     # Late: a save abandoned before the last acknowledged one landed after it.
     late = task.last_saved >= 0 and title not in task.titles[task.last_saved :]
     return missing, undeleted, late
