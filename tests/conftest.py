@@ -1,57 +1,79 @@
 """The project's test databases and S3 buckets, shared by the main suite and ``tests/faults``.
 
-The plugin's URL fixtures, with our test tables created once; an admin helper running
-statements on an AUTOCOMMIT connection; a boto3 client, its credentials in the environment,
-and a fresh bucket per test. See ``chatkit_stores.pytest_plugin`` for where URLs come from
-(environment variables, else testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1``
-turns skips into failures).
+The plugin's URL fixtures, with our test tables created once (and dropped at the end of the
+session when it created them); an admin helper running statements on an AUTOCOMMIT connection;
+``drop_tables`` for the tables of a prefix, version table included; a boto3 client, its
+credentials in the environment, and a fresh bucket per test. A test run leaves the database
+servers as it found them (CI checks it with ``.ci/servers``). See
+``chatkit_stores.pytest_plugin`` for where URLs come from (environment variables, else
+testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1`` turns skips into failures).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from chatkit_stores import SQLStore
 from chatkit_stores.pytest_plugin import s3_credentials, server_url
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 TEST_PREFIX = "ckt_"
+T = TypeVar("T")
 
 
-def _prepare(url: str) -> str:
-    """Create the test tables once per session (create_schema is idempotent)."""
+def _in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` in a new event loop (a fixture may be requested inside a running loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
-    async def create() -> None:
+
+@contextmanager
+def _test_tables(url: str) -> Iterator[str]:
+    """The test tables in ``url`` for a session: created if missing, then dropped if created."""
+
+    async def create() -> bool:
         store = SQLStore.from_url(url, table_prefix=TEST_PREFIX)
         try:
+            from chatkit_stores.migrations import current
+
+            created = await current(store.engine, prefix=TEST_PREFIX) is None
             await store.create_schema()
+            return created
         finally:
             await store.close()
 
-    # In a thread: the fixture may be first requested from inside a running event loop.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, create()).result()
-    return url
+    created = _in_thread(create())
+    try:
+        yield url
+    finally:
+        if created:
+            _in_thread(drop_tables(url, TEST_PREFIX))
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """URL of a PostgreSQL database with the test tables."""
     for url in server_url("postgres"):
-        yield _prepare(url)
+        with _test_tables(url):
+            yield url
 
 
 @pytest.fixture(scope="session")
 def mysql_url() -> Iterator[str]:
     """URL of a MySQL/MariaDB database with the test tables."""
     for url in server_url("mysql"):
-        yield _prepare(url)
+        with _test_tables(url):
+            yield url
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
@@ -78,6 +100,66 @@ async def admin(url: str, *statements: str) -> None:
                 await conn.exec_driver_sql(statement)
     finally:
         await engine.dispose()
+
+
+async def drop_tables(target: str | AsyncEngine, prefix: str) -> None:
+    """Drop every table whose name starts with ``prefix``: data and version tables, extras.
+
+    ``metadata.drop_all`` alone leaves the ``{prefix}stores_alembic_version`` table behind.
+    """
+    await _drop_where(target, lambda name: name.startswith(prefix))
+
+
+async def _drop_where(target: str | AsyncEngine, chosen: Callable[[str], bool]) -> None:
+    """Drop the tables whose names are ``chosen``."""
+    from sqlalchemy import inspect
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+    from chatkit_stores.sql.dialects import async_url
+
+    def drop(conn: Any) -> None:
+        quote = conn.dialect.identifier_preparer.quote
+        for name in inspect(conn).get_table_names():
+            if chosen(name):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+
+    own = not isinstance(target, AsyncEngine)
+    engine = create_async_engine(async_url(target)) if own else target
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(drop)
+    finally:
+        if own:
+            await engine.dispose()
+
+
+@contextmanager
+def new_tables_dropped(url: str, *prefixes: str) -> Iterator[str]:
+    """Yield ``url``; afterwards drop the tables with these prefixes that were not there before.
+
+    For code that uses a fixed prefix (the default ``chatkit_`` of examples and the demo).
+    """
+
+    async def names() -> set[str]:
+        from sqlalchemy import inspect
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from chatkit_stores.sql.dialects import async_url
+
+        engine = create_async_engine(async_url(url))
+        try:
+            async with engine.connect() as conn:
+                found: list[str] = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        finally:
+            await engine.dispose()
+        return {name for name in found if name.startswith(prefixes)}
+
+    before = _in_thread(names())
+    try:
+        yield url
+    finally:
+        new = _in_thread(names()) - before
+        _in_thread(_drop_where(url, new.__contains__))
 
 
 @pytest.fixture(scope="module")

@@ -456,6 +456,14 @@ def test_every_command_and_a_data_preserving_upgrade(
     ]
     assert out.splitlines()[0].startswith("0001  The first schema")
 
+    if make_url(url).get_backend_name() == "sqlite":  # current does not create the file
+        database = make_url(url).database
+        assert cli(capsys, "current", url, *p) == (
+            1,
+            "",
+            f"chatkit-stores: error: no SQLite database at {database} (nothing was created)\n",
+        )
+        on(url, lambda conn: None)  # an empty file
     assert cli(capsys, "current", url, *p) == (
         0,
         f"{shown}: no chatkit-stores revision (base)\n",
@@ -702,6 +710,8 @@ def test_a_prefix_too_long_for_a_server_is_refused_when_the_store_is_built(
         make_tables("p" * 42 + "_", "mysql")
     make_tables("p" * 41 + "_", "mysql")
     make_tables("p" * 200 + "_", "sqlite")  # SQLite has no limit
+    code, out, err = cli(capsys, "migrate", url, "--table-prefix", "p" * 50 + "_")
+    assert (code, out, err.count("\n")) == (2, "", 1) and "is too long" in err
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
@@ -808,10 +818,15 @@ def test_sql_needs_no_database(capsys: pytest.CaptureFixture[str]) -> None:
         assert (code, err) == (0, "") and "CREATE TABLE chatkit_threads" in out
 
 
-def test_no_url_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_url_anywhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    with pytest.raises(SystemExit, match="give a database URL or set DATABASE_URL"):
-        main(["current"])
+    assert cli(capsys, "current") == (
+        2,
+        "",
+        "chatkit-stores: error: give a database URL or set DATABASE_URL\n",
+    )
 
 
 # Several migrations at once, transactions of the caller

@@ -224,7 +224,7 @@ def test_doctor_passes_clean_data_and_reports_corrupt_rows(
         f"attachments tenant='alice' id={bad_attachment!r}: data names id 'atc_other'" in line
         for line in lines
     )
-    assert f"checked 8 threads, {ITEMS} items, 4 attachments: 3 row(s) do not parse" in lines[-1]
+    assert f"checked 8 threads, {ITEMS} items, 4 attachments: 3 rows do not parse" in lines[-1]
     assert asyncio.run(stored()) == {table: data for table, (_id, data) in corrupt.items()}
 
 
@@ -342,7 +342,7 @@ def test_export_import_round_trip(
     source, dest = make_target("sqlite"), make_target(backend)
     seeded = asyncio.run(seed(source))
     file = tmp_path / "export.jsonl"
-    assert main(["export", source.url, str(file), "--table-prefix", source.prefix, "-q"]) == 0
+    assert main(["export", str(file), source.url, "--table-prefix", source.prefix, "-q"]) == 0
     assert f"exported 8 threads, {ITEMS} items, 4 attachments" in capsys.readouterr().out
 
     lines = [json.loads(line) for line in file.read_text().splitlines()]
@@ -365,6 +365,30 @@ def test_export_import_round_trip(
     assert main(["import", *args]) == 0, "importing twice changes nothing"
     assert f"items: 0 imported, {ITEMS} already there" in capsys.readouterr().out
     assert asyncio.run(raw_rows(dest)) == asyncio.run(raw_rows(source))
+
+
+def test_export_and_import_take_the_file_first_and_the_older_order_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+
+    async def one_thread() -> None:
+        async with SQLStore.from_url(url) as store:
+            await store.save_thread(models.thread("thr_1"), {"user_id": "u"})
+
+    asyncio.run(one_thread())
+    older, newer, from_env = (tmp_path / f"{name}.jsonl" for name in ("older", "newer", "env"))
+    assert main(["export", url, str(older), "-q"]) == 0  # URL FILE, as before
+    assert main(["export", str(newer), url, "-q"]) == 0  # FILE URL, as documented
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["export", str(from_env), "-q"]) == 0  # FILE, the URL from the environment
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"exported 1 thread, 0 items, 0 attachments from {url} to {older}"
+    assert [len(path.read_text().splitlines()) for path in (older, newer, from_env)] == [3, 3, 3]
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    assert main(["import", copy, str(newer), "-q"]) == 0  # either order works for import too
+    assert main(["import", str(older), copy, "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3] == "threads: 0 imported, 1 already there"
 
 
 def test_import_refuses_bad_files(
@@ -473,17 +497,17 @@ def test_prune_removes_only_inactive_threads(
     assert f"would remove thread tenant='alice' id={ids['alice_old']!r}" in out
     assert f"would remove thread tenant='bob' id={ids['bob_old']!r}" in out
     assert ids["alice_active"] not in out and ids["alice_new"] not in out
-    assert "would remove 2 thread(s) with 4 item(s) and 2 attachment(s)" in out
+    assert "would remove 2 threads with 4 items and 2 attachments" in out
     assert asyncio.run(state()) == before, "a dry run changes nothing"
 
     assert main([*prune, "--tenant", "bob", "--upload-dir", str(files)]) == 0
     out = capsys.readouterr().out
     assert f"removed thread tenant='bob' id={ids['bob_old']!r}" in out
-    assert "removed 1 thread(s) with 2 item(s) and 1 attachment(s)" in out
+    assert "removed 1 thread with 2 items and 1 attachment," in out
     assert asyncio.run(state()) == {**before, "bob_old": (False, 0, False)}
 
     assert main([*prune, "--upload-dir", str(files)]) == 0
-    assert "removed 1 thread(s)" in capsys.readouterr().out
+    assert "removed 1 thread with" in capsys.readouterr().out
     after = asyncio.run(state())
     assert after == {**before, "bob_old": (False, 0, False), "alice_old": (False, 0, False)}
 
@@ -495,7 +519,7 @@ def test_prune_removes_only_inactive_threads(
 
     asyncio.run(attachment_gone())
     assert main([*prune]) == 0
-    assert "removed 0 thread(s)" in capsys.readouterr().out
+    assert "removed 0 threads with" in capsys.readouterr().out
 
 
 def test_prune_without_attachment_store_keeps_bytes(
@@ -517,7 +541,7 @@ def test_prune_without_attachment_store_keeps_bytes(
 
     path = asyncio.run(setup())
     assert main(["prune", *target.args(), "--older-than", "2w"]) == 0
-    assert "removed 1 thread(s) with 0 item(s) and 1 attachment(s)" in capsys.readouterr().out
+    assert "removed 1 thread with 0 items and 1 attachment," in capsys.readouterr().out
     assert path.is_file(), "without --upload-dir only the metadata goes"
 
 
@@ -563,3 +587,4 @@ def test_missing_tables_and_files_are_one_line(
     assert "cannot read" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["prune", f"sqlite:///{tmp_path}/x.db"])  # --older-than is required
+

@@ -69,6 +69,25 @@ async def test_orphans_are_deleted_and_attached_files_kept(metadata: Any, tmp_pa
     assert (await metadata.load_attachment(kept.id, ctx)).thread_id == thread.id
 
 
+@pytest.mark.asyncio
+async def test_a_dry_run_lists_orphans_and_deletes_nothing(metadata: Any, tmp_path: Path) -> None:
+    disk = DiskAttachmentStore(metadata, tmp_path / "files", base_url="http://t", secret=SECRET)
+    ctx = {"user_id": models.new_id("user")}
+    tenant = ctx["user_id"]
+    orphan = await disk.upload(b"lost", name="a.txt", mime_type="text/plain", context=ctx)
+    seen: list[tuple[str, str]] = []
+    found = await disk.delete_orphans(
+        timedelta(0), dry_run=True, on_orphan=lambda *key: seen.append(key)
+    )
+    assert (found, seen) == (1, [(tenant, orphan.id)])
+    assert await disk.read(orphan.id, ctx) == b"lost", "nothing deleted"
+    deleted: list[tuple[str, str]] = []
+    assert await disk.delete_orphans(timedelta(0), on_orphan=lambda *key: deleted.append(key)) == 1
+    assert deleted == [(tenant, orphan.id)]
+    with pytest.raises(NotFoundError):
+        await disk.read(orphan.id, ctx)
+
+
 def test_orphans_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     ctx = {"user_id": "u"}
@@ -93,6 +112,49 @@ def test_orphans_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(NotFoundError):
         asyncio.run(load(orphan_id))
     assert not [p for p in (tmp_path / "files").rglob("*") if p.is_file()]
+
+
+def test_orphans_command_dry_run_lists_then_the_sweep_lists_what_it_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    files = tmp_path / "files"
+    alice, bob = {"user_id": "alice"}, {"user_id": "bob"}
+
+    async def upload() -> list[str]:
+        async with SQLStore.from_url(url) as store:
+            disk = DiskAttachmentStore(store, files, base_url="http://t", secret=SECRET)
+            sent = await disk.upload(b"s", name="s.txt", mime_type="text/plain", context=bob)
+            await store.save_attachment(sent.model_copy(update={"thread_id": "thr_1"}), bob)
+            return [
+                (await disk.upload(b"x", name="x.txt", mime_type="text/plain", context=ctx)).id
+                for ctx in (alice, bob)
+            ]
+
+    def stored() -> list[str]:
+        return sorted(path.name for path in files.rglob("*") if path.is_file())
+
+    orphans = asyncio.run(upload())
+    before = stored()
+    sweep = ["orphans", url, "--upload-dir", str(files), "--older-than", "0s"]
+    assert main([*sweep, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"would delete attachment tenant='alice' id={orphans[0]!r}",
+        f"would delete attachment tenant='bob' id={orphans[1]!r}",
+        "would delete 2 orphaned attachments older than 0 seconds (dry run)",
+    ]
+    assert stored() == before and len(before) == 3, "a dry run deletes nothing"
+    assert main(sweep) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines[:-1]) == [
+        f"deleted attachment tenant='alice' id={orphans[0]!r}",
+        f"deleted attachment tenant='bob' id={orphans[1]!r}",
+    ]
+    assert lines[-1] == "deleted 2 orphaned attachments older than 0 seconds"
+    assert len(stored()) == 1, "the attachment in a thread stays"
+    assert main([*sweep[:-1], "1s"]) == 0  # seconds are a unit too
+    assert capsys.readouterr().out == "deleted 0 orphaned attachments older than 1 second\n"
 
 
 def test_bad_duration() -> None:

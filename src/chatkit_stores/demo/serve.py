@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shlex
@@ -9,15 +10,20 @@ import socket
 
 from ..files.signing import SECRET_ENV
 from .app import DEMO_TENANCY, USER_HEADER, create_app
-from .backends import describe
+from .backends import build_store, describe
 from .responder import choose_responder
 from .settings import DemoSettings
 
 
 def serve(settings: DemoSettings) -> None:
-    """Run the demo server until interrupted; prints its address once it accepts requests."""
+    """Run the demo server until interrupted; prints its address once it accepts requests.
+
+    The database is prepared first, so one that cannot be used (a wrong password, a server
+    that is down) is an error of the command, before anything listens.
+    """
     import uvicorn
 
+    asyncio.run(prepare_database(settings))
     sock = bind(settings.host, settings.port)
     settings = settings.on_port(sock.getsockname()[1])
     responder = choose_responder(settings)
@@ -29,6 +35,15 @@ def serve(settings: DemoSettings) -> None:
     _log_to_stderr()
     config = uvicorn.Config(app, log_level="info", lifespan="on", timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+async def prepare_database(settings: DemoSettings) -> None:
+    """Connect to the demo's database and create or upgrade its tables."""
+    store = build_store(settings)
+    try:
+        await store.create_schema()
+    finally:
+        await store.close()
 
 
 def _log_to_stderr() -> None:

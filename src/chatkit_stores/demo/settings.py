@@ -1,14 +1,21 @@
-"""The demo's configuration, read from the environment so backends switch with no code change."""
+"""The demo's configuration, read from the environment so backends switch with no code change.
+
+``DemoSettings.from_env`` checks what it reads: a value that cannot work (a URL that is not one,
+a driver or extra that is not installed, a secret too short) raises :class:`SettingsError`,
+which the command prints as one line (exit status 2).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..files.signing import SECRET_ENV
+from ..files.signing import MIN_SECRET_BYTES, SECRET_ENV
+from ..operations import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///chatkit-demo.db"
 DEFAULT_UPLOAD_DIR = "chatkit-demo-uploads"
@@ -32,6 +39,10 @@ environment:
   {HOST_ENV}, {PORT_ENV}
                       defaults for --host and --port
 """
+
+
+class SettingsError(UsageError):
+    """A setting of the demo cannot work; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +70,19 @@ class DemoSettings:
         host: str | None = None,
         port: int | None = None,
     ) -> DemoSettings:
-        """Read the settings from ``environ`` (default ``os.environ``); arguments win over it."""
+        """Read the settings from ``environ`` (default ``os.environ``); arguments win over it.
+
+        Raises :class:`SettingsError` for a setting that cannot work.
+        """
         env = os.environ if environ is None else environ
-        secret = env.get(SECRET_ENV) or ""
+        secret = _secret(env.get(SECRET_ENV) or "")
+        s3_bucket = env.get("S3_BUCKET") or None
+        if s3_bucket and importlib.util.find_spec("boto3") is None:
+            raise SettingsError("S3_BUCKET needs boto3: pip install 'chatkit-stores[s3]'")
         return cls(
-            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             upload_dir=Path(env.get("UPLOAD_DIR") or DEFAULT_UPLOAD_DIR),
-            s3_bucket=env.get("S3_BUCKET") or None,
+            s3_bucket=s3_bucket,
             s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
             s3_prefix=env.get("S3_PREFIX") or "chatkit-demo/",
             host=host or env.get(HOST_ENV) or DEFAULT_HOST,
@@ -97,3 +114,19 @@ def _port(text: str | None) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise SystemExit(f"chatkit-stores demo: error: {PORT_ENV}={text!r} is not a port number")
     return int(text)
+
+
+def _secret(text: str) -> str:
+    if text and len(text.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"{SECRET_ENV} is {len(text.encode())} bytes; it must be at least {MIN_SECRET_BYTES} "
+            "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return text
+
+
+def _database_url(text: str) -> str:
+    from ..operations.urls import check_url
+
+    check_url(text, source="DATABASE_URL")
+    return text

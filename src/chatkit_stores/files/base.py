@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import sys
 import uuid
 from abc import abstractmethod
 from collections.abc import (
@@ -396,7 +397,13 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         return None if updated is None else (updated, marked)
 
     @traced()
-    async def delete_orphans(self, older_than: timedelta = timedelta(days=1)) -> int:
+    async def delete_orphans(
+        self,
+        older_than: timedelta = timedelta(days=1),
+        *,
+        dry_run: bool = False,
+        on_orphan: Callable[[str, str], object] | None = None,
+    ) -> int:
         """Delete attachments (bytes and metadata) never put in a thread within ``older_than``.
 
         Each listed orphan's metadata is deleted only if it is still in no thread at that
@@ -405,6 +412,10 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         ``older_than`` and ``upload_ttl``, are deleted too where the backend can find them.
         Needs a metadata store with ``orphaned_attachments`` and ``delete_orphan`` (this
         package's stores have both). Returns how many were deleted.
+
+        ``on_orphan(tenant, attachment_id)`` is called for each orphan deleted (not for bytes
+        without metadata). ``dry_run`` deletes nothing: it calls ``on_orphan`` for each orphan
+        there is now, and returns how many (their keys are read in one list).
         """
         find = getattr(self.store, "orphaned_attachments", None)
         delete = getattr(self.store, "delete_orphan", None)
@@ -414,6 +425,12 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
                 "it needs orphaned_attachments() and delete_orphan()"
             )
         cutoff = datetime.now(timezone.utc) - older_than
+        if dry_run:
+            orphans = await find(cutoff, limit=sys.maxsize)
+            for tenant, attachment_id in orphans:
+                if on_orphan is not None:
+                    on_orphan(tenant, attachment_id)
+            return len(orphans)
         deleted = 0
         previous: list[tuple[str, str]] = []
         with audit_scope("orphans"):
@@ -427,6 +444,8 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
                     if await delete(attachment_id, TenantContext(tenant), cutoff):
                         await self.delete_bytes(tenant, [attachment_id])
                         deleted += 1
+                        if on_orphan is not None:
+                            on_orphan(tenant, attachment_id)
                 previous = batch
             deleted += await self._delete_strays(cutoff)
         return deleted

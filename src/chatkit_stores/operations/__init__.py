@@ -5,6 +5,8 @@
 - :mod:`.jsonl`: the versioned JSON Lines export format (``export``, ``import``).
 - :mod:`.prune`: delete threads inactive since a cutoff.
 - :mod:`.database`: opening a database for an operation; :mod:`.progress`: the progress line.
+- :mod:`.urls`: database URLs checked before anything connects; :mod:`.wording`: counts and
+  durations as the command prints them.
 
 This module imports nothing heavy, so the command stays quick to start.
 """
@@ -16,4 +18,8 @@ class OperationError(RuntimeError):
     """An operation cannot go on; the message is one line meant for the operator."""
 
 
-__all__ = ["OperationError"]
+class UsageError(ValueError):
+    """The command line or the configuration is wrong (a bad URL, a missing driver); one line."""
+
+
+__all__ = ["OperationError", "UsageError"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..sql import dialects
@@ -57,10 +57,10 @@ def safe_url(url: str | URL) -> str:
 
 @contextmanager
 def blame(url: str) -> Iterator[None]:
-    """Tag connection and database errors raised inside with ``url`` (first tag wins)."""
+    """Tag connection, database and file errors raised inside with ``url`` (first tag wins)."""
     try:
         yield
-    except (OSError, DBAPIError) as error:
+    except (OSError, SQLAlchemyError) as error:
         if getattr(error, URL_ATTRIBUTE, None) is None:
             setattr(error, URL_ATTRIBUTE, url)
         raise
@@ -75,7 +75,19 @@ def check_sqlite_file(url: str) -> None:
     if database in ("", ":memory:") or database.startswith("file:"):
         return
     if not Path(database).is_file():
-        raise OperationError(f"no SQLite database at {database}")
+        raise OperationError(f"no SQLite database at {database} (nothing was created)")
+
+
+async def require_tables(store: Any) -> None:
+    """Raise ``OperationError`` unless a SQL store's tables exist (SQLite would make them)."""
+    from ..migrations import current
+
+    if await current(store.engine, prefix=store.table_prefix) is None:
+        url = store.engine.url.set(drivername=store.engine.url.get_backend_name())
+        raise OperationError(
+            f"{safe_url(url)} has no chatkit-stores tables with prefix "
+            f"{store.table_prefix!r} (wrong URL or --table-prefix?)"
+        )
 
 
 @dataclass

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..sql import dialects
 from .database import TABLES, Database, Row, blame
+from .wording import NOUNS, plural
 
 ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "threads": TypeAdapter(ThreadMetadata),
@@ -62,13 +63,16 @@ class DoctorReport:
         return not any(self.failed.values())
 
     def summary(self) -> str:
-        """``checked 3 threads, 10 items, 2 attachments: all parse`` (or how many do not)."""
-        counts = ", ".join(f"{self.checked[name]} {name}" for name in TABLES)
+        """``checked 3 threads, 10 items, 1 attachment: all parse`` (or how many do not)."""
+        counts = ", ".join(plural(self.checked[name], NOUNS[name]) for name in TABLES)
         bad = sum(self.failed.values())
         if not bad:
             return f"checked {counts}: all parse"
-        detail = ", ".join(f"{self.failed[name]} {name}" for name in TABLES if self.failed[name])
-        return f"checked {counts}: {bad} row(s) do not parse ({detail})"
+        detail = ", ".join(
+            plural(self.failed[name], NOUNS[name]) for name in TABLES if self.failed[name]
+        )
+        does = "does" if bad == 1 else "do"
+        return f"checked {counts}: {plural(bad, 'row')} {does} not parse ({detail})"
 
 
 def check_row(name: str, row: Row) -> Problem | None:
@@ -93,7 +97,7 @@ def first_error(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"])
     message = f"{where}: {first['msg']}" if where else str(first["msg"])
     if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error(s))"
+        message += f" (and {plural(len(errors) - 1, 'more error')})"
     return " ".join(message.split())[:500]
 
 

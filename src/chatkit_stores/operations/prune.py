@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 
 from ..sql import SQLStore
 from ..tenancy import TenantContext
-from . import OperationError
+from .database import require_tables
+from .wording import plural
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class StaleThread:
         return (
             f"thread tenant={self.tenant!r} id={self.id!r} "
             f"last activity {self.last_activity.isoformat(sep=' ', timespec='seconds')} "
-            f"({self.items} item(s), {self.attachments} attachment(s))"
+            f"({plural(self.items, 'item')}, {plural(self.attachments, 'attachment')})"
         )
 
 
@@ -52,11 +53,11 @@ class PruneReport:
     attachments: int = 0
 
     def summary(self, *, dry_run: bool) -> str:
-        """``removed 2 thread(s) with 5 item(s) and 1 attachment(s) inactive since ...``."""
+        """``removed 2 threads with 5 items and 1 attachment, inactive since before ...``."""
         verb = "would remove" if dry_run else "removed"
         return (
-            f"{verb} {self.threads} thread(s) with {self.items} item(s) and "
-            f"{self.attachments} attachment(s), inactive since before "
+            f"{verb} {plural(self.threads, 'thread')} with {plural(self.items, 'item')} and "
+            f"{plural(self.attachments, 'attachment')}, inactive since before "
             f"{self.cutoff.isoformat(sep=' ', timespec='seconds')} UTC"
         )
 
@@ -122,14 +123,7 @@ async def prune(
     now: datetime | None = None,
 ) -> PruneReport:
     """Delete (or with ``dry_run`` only list) threads inactive for ``older_than``."""
-    from ..migrations import current
-
-    if await current(store.engine, prefix=store.table_prefix) is None:
-        url = store.engine.url.set(drivername=store.engine.url.get_backend_name())
-        raise OperationError(
-            f"{url.render_as_string(hide_password=True)} has no chatkit-stores "
-            f"tables with prefix {store.table_prefix!r} (wrong URL or --table-prefix?)"
-        )
+    await require_tables(store)
     report = PruneReport(cutoff_for(older_than, now))
     batches = stale_threads(store, report.cutoff, tenant=tenant, batch_size=batch_size)
     async with aclosing(batches):

@@ -1,0 +1,264 @@
+"""What each database command of ``chatkit-stores`` does once its arguments are parsed.
+
+``chatkit_stores.cli`` parses the command line and turns errors into one line; the functions
+here get the parsed arguments, check the URLs, run the operation and print what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import UsageError
+from .database import blame, check_sqlite_file, require_tables, safe_url
+from .wording import NOUNS, duration, plural
+
+if TYPE_CHECKING:
+    from ..files import AttachmentStoreBase
+    from ..sql import SQLStore
+
+
+def database_url(given: str | None) -> str:
+    """The URL given, else ``$DATABASE_URL``, checked (``UsageError`` when neither is usable)."""
+    from .urls import check_url
+
+    if given:
+        check_url(given)
+        return given
+    from_env = os.environ.get("DATABASE_URL")
+    if not from_env:
+        raise UsageError("give a database URL or set DATABASE_URL")
+    check_url(from_env, source="DATABASE_URL")
+    return from_env
+
+
+def migration(args: argparse.Namespace) -> int:
+    """``migrate``, ``downgrade``, ``stamp`` and ``current``."""
+    from .. import migrations
+    from ..sql.schema import make_tables
+
+    url = database_url(args.url)
+    prefix = args.table_prefix
+    make_tables(prefix)  # a bad prefix is one line before anything connects
+    if getattr(args, "sql", False):
+        action = args.command.replace("migrate", "upgrade")
+        print(migrations.offline_sql(action, url, args.revision, prefix=prefix))
+        return 0
+    if args.command != "migrate":  # only migrate may create a SQLite file
+        check_sqlite_file(url)
+    with blame(url):
+        if args.command == "migrate":
+            rls = {"on": True, "off": False, None: None}[args.row_level_security]
+            asyncio.run(
+                migrations.migrate(url, args.revision, prefix=prefix, row_level_security=rls)
+            )
+        elif args.command == "downgrade":
+            asyncio.run(migrations.downgrade(url, args.revision, prefix=prefix))
+        elif args.command == "stamp":
+            asyncio.run(migrations.stamp(url, args.revision, prefix=prefix))
+        revision = asyncio.run(migrations.current(url, prefix=prefix))
+    print(f"{safe_url(url)}: {revision or 'no chatkit-stores revision (base)'}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    """``history``: the shipped revisions, oldest first."""
+    from ..migrations import history as revisions
+
+    for revision, message in revisions():
+        print(f"{revision}  {message.splitlines()[0] if message else ''}")
+    return 0
+
+
+def attachment_store(args: argparse.Namespace, store: Any) -> AttachmentStoreBase[Any] | None:
+    """The attachment store the flags name, linked to ``store``; None when they name none."""
+    if args.upload_dir:
+        from ..files import DiskAttachmentStore
+
+        # Deleting needs no signing; a throwaway secret satisfies the constructor.
+        return DiskAttachmentStore(
+            store, args.upload_dir, base_url="http://unused", secret=secrets.token_bytes(32)
+        )
+    if args.s3_bucket:
+        from ..files.s3 import S3AttachmentStore
+
+        return S3AttachmentStore(
+            store, args.s3_bucket, prefix=args.s3_prefix, endpoint_url=args.s3_endpoint_url
+        )
+    return None
+
+
+def open_store(args: argparse.Namespace) -> SQLStore[Any]:
+    """The store of ``args.url`` and ``--table-prefix``; a missing SQLite file is refused."""
+    from ..sql import SQLStore
+
+    url = database_url(args.url)
+    check_sqlite_file(url)
+    return SQLStore.from_url(url, table_prefix=args.table_prefix)
+
+
+def store_url(store: SQLStore[Any]) -> str:
+    """The URL of a store's engine, for :func:`blame`."""
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+async def orphans(args: argparse.Namespace) -> int:
+    """``orphans``: delete (or with ``--dry-run`` list) uploads never sent in a message."""
+    store = open_store(args)
+    files = attachment_store(args, store)
+    assert files is not None  # the flags are required
+    verb = "would delete" if args.dry_run else "deleted"
+    listed = 0
+
+    def show(tenant: str, attachment_id: str) -> None:
+        nonlocal listed
+        listed += 1
+        print(f"{verb} attachment tenant={tenant!r} id={attachment_id!r}", flush=True)
+
+    with blame(store_url(store)):
+        async with store:
+            await require_tables(store)
+            total = await files.delete_orphans(
+                args.older_than, dry_run=args.dry_run, on_orphan=show
+            )
+    age = f"older than {duration(args.older_than)}"
+    if args.dry_run:
+        print(f"would delete {plural(listed, 'orphaned attachment')} {age} (dry run)")
+        return 0
+    strays = total - listed
+    files_too = f" and {plural(strays, 'file')} without metadata" if strays else ""
+    print(f"deleted {plural(listed, 'orphaned attachment')}{files_too} {age}")
+    return 0
+
+
+def _progress(args: argparse.Namespace, verb: str) -> Callable[[str, int | None], Any]:
+    from .progress import Progress
+
+    return lambda label, total: Progress(f"{verb} {label}", total, enabled=not args.quiet)
+
+
+async def doctor(args: argparse.Namespace) -> int:
+    """``doctor``: validate every stored blob."""
+    from .doctor import Problem, doctor
+
+    def show(problem: Problem) -> None:
+        print(problem, flush=True)
+
+    url = database_url(args.url)
+    report = await doctor(
+        url, prefix=args.table_prefix, batch_size=args.batch_size, on_problem=show
+    )
+    print(f"{safe_url(url)}: {report.summary()}")
+    return 0 if report.ok else 1
+
+
+async def copy(args: argparse.Namespace) -> int:
+    """``copy SRC_URL [DST_URL]``."""
+    from .transfer import copy
+
+    source = database_url(args.source)
+    dest = database_url(args.dest)
+    report = await copy(
+        source,
+        dest,
+        prefix=args.table_prefix,
+        dest_prefix=args.to_table_prefix,
+        batch_size=args.batch_size,
+        progress=_progress(args, "copying"),
+    )
+    if report.migrated:
+        print(f"created the chatkit-stores tables in {safe_url(dest)}")
+    print("\n".join(report.lines("copied")))
+    return 0
+
+
+def file_and_url(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(FILE, URL)`` of ``export``/``import FILE [URL]``, also from the older ``URL FILE``.
+
+    The older order is recognised when the first argument looks like a URL (``://``) or the
+    second like a file (``-`` or ``.jsonl``), and not the other way round.
+    """
+    first, second = args.file, args.url
+    older = second is not None and (_url_like(first) or _file_like(second))
+    if older and not (_url_like(second) or _file_like(first)):
+        return second, first
+    return first, second
+
+
+def _url_like(text: str) -> bool:
+    return "://" in text
+
+
+def _file_like(text: str) -> bool:
+    return text == "-" or text.endswith(".jsonl")
+
+
+async def export(args: argparse.Namespace) -> int:
+    """``export FILE [URL]``."""
+    from .transfer import export
+
+    path, given = file_and_url(args)
+    url = database_url(given)
+    rows = await export(
+        url,
+        path,
+        prefix=args.table_prefix,
+        batch_size=args.batch_size,
+        progress=_progress(args, "exporting"),
+    )
+    counts = ", ".join(plural(count, NOUNS[table]) for table, count in rows.items())
+    where = "stdout" if path == "-" else path
+    out = sys.stderr if path == "-" else sys.stdout
+    print(f"exported {counts} from {safe_url(url)} to {where}", file=out)
+    return 0
+
+
+async def import_(args: argparse.Namespace) -> int:
+    """``import FILE [URL]``."""
+    from .transfer import import_
+
+    path, given = file_and_url(args)
+    url = database_url(given)
+    report = await import_(
+        path,
+        url,
+        prefix=args.table_prefix,
+        batch_size=args.batch_size,
+        progress=_progress(args, "importing"),
+    )
+    if report.migrated:
+        print(f"created the chatkit-stores tables in {safe_url(url)}")
+    print("\n".join(report.lines("imported")))
+    return 0
+
+
+async def prune(args: argparse.Namespace) -> int:
+    """``prune``: delete (or list) threads inactive for ``--older-than``."""
+    from ..tenancy import check_tenant
+    from .prune import StaleThread, prune
+
+    tenant = None if args.tenant is None else check_tenant(args.tenant, source="--tenant")
+    store = open_store(args)
+    attachment_store(args, store)  # linked: delete_thread deletes the bytes too
+    verb = "would remove" if args.dry_run else "removed"
+
+    def show(thread: StaleThread) -> None:
+        print(f"{verb} {thread}", flush=True)
+
+    with blame(store_url(store)):
+        async with store:
+            report = await prune(
+                store,
+                args.older_than,
+                tenant=tenant,
+                dry_run=args.dry_run,
+                batch_size=args.batch_size,
+                on_thread=show,
+            )
+    print(report.summary(dry_run=args.dry_run))
+    return 0

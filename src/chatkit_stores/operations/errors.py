@@ -1,0 +1,46 @@
+"""Which errors the command reports as one line, with which exit status.
+
+A database that cannot be reached or refuses us, tables that are not ours, a conflict: the
+command could not do its work (status 1). A bad URL, option, prefix or setting, a driver that
+is not installed: the command line or configuration is wrong (status 2). Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+FAILED = 1
+USAGE = 2
+
+
+def explain(error: BaseException) -> tuple[int, str] | None:
+    """``(exit status, message)`` for an error an operator can act on, else None."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    from ..migrations import MigrationError
+    from ..tenancy import TenantError
+    from . import OperationError, UsageError
+
+    if isinstance(error, (UsageError, TenantError, ArgumentError, NoSuchModuleError)):
+        return USAGE, str(error)
+    if isinstance(error, (MigrationError, OperationError)):
+        return FAILED, str(error)
+    if isinstance(error, ImportError):  # an optional dependency that is not installed
+        return USAGE, str(error)
+    if isinstance(error, (OSError, SQLAlchemyError)):
+        return FAILED, _cannot_use(error)
+    if isinstance(error, ValueError):  # e.g. a table prefix a store refuses
+        return USAGE, str(error)
+    return None
+
+
+def _cannot_use(error: BaseException) -> str:
+    """``cannot use URL: reason``, naming the file or database that failed."""
+    from .database import URL_ATTRIBUTE, safe_url
+
+    reason = getattr(error, "orig", None) or error
+    text = str(reason).strip() or type(reason).__name__
+    filename = getattr(error, "filename", None)
+    if filename is not None:
+        return f"cannot use {filename}: {getattr(error, 'strerror', None) or text}"
+    url = getattr(error, URL_ATTRIBUTE, None)
+    return f"cannot use {safe_url(url) if url else 'the database'}: {text}"
