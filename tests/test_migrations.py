@@ -50,6 +50,7 @@ from chatkit_stores.sql.schema import (
 )
 from chatkit_stores.testing import models
 from conftest import admin
+from doc_sessions import run_sessions
 
 T = TypeVar("T")
 CTX = {"user_id": "u"}
@@ -436,6 +437,26 @@ def test_migrated_schema_is_the_live_model(url: str, prefix: str, revision_dir: 
 
 
 # Every command, with a second revision
+
+
+def test_the_documented_session_prints_what_the_page_shows(
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/migrations.md's console session, run on a new PostgreSQL database that
+    ``postgresql://app@db/app`` stands for."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with own_database(postgres_url, tmp_path) as database:
+        ran = run_sessions(
+            DOCS,
+            "tests/test_migrations.py runs this session",
+            capsys,
+            monkeypatch,
+            stand_in={"postgresql://app@db/app": database},
+        )
+    assert ran >= 8
 
 
 def test_every_command_and_a_data_preserving_upgrade(

@@ -21,6 +21,8 @@ from chatkit_stores.cli import main
 from chatkit_stores.migrations import downgrade
 from chatkit_stores.operations.database import TABLES, Database
 from chatkit_stores.testing import models
+from doc_sessions import run_sessions
+from test_migrations import own_database
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
 SECRET = "s" * 32
@@ -588,3 +590,68 @@ def test_missing_tables_and_files_are_one_line(
     with pytest.raises(SystemExit):
         main(["prune", f"sqlite:///{tmp_path}/x.db"])  # --older-than is required
 
+
+# the sessions docs/operations.md shows
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+NOW = datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+async def seed_documented(url: str, files: Path) -> None:
+    """What the page's sessions find: acme's thread thr_1, last active on 2025-06-01 08:12:40,
+    with 3 items (msg_2, an assistant message, lost its thread_id) and an attachment; globex's
+    thread thr_2, recent, whose JSON is corrupt; acme's upload atc_2 of two days ago, unsent."""
+    acme, globex = {"tenant_id": "acme"}, {"tenant_id": "globex"}
+    june = datetime(2025, 6, 1, 8, 12, 40)
+    async with SQLStore.from_url(url) as store:
+        await store.create_schema()
+        disk = DiskAttachmentStore(store, files, base_url="http://t", secret=SECRET)
+        await store.save_thread(models.thread("thr_1", june - timedelta(days=3)), acme)
+        for n, item in enumerate(
+            [models.user_message, models.assistant_message, models.user_message], start=1
+        ):
+            made = item("thr_1", june - timedelta(minutes=3 - n))
+            await store.add_thread_item("thr_1", made.model_copy(update={"id": f"msg_{n}"}), acme)
+        await store.save_thread(models.thread("thr_2", NOW), globex)
+        ids = iter(["atc_1", "atc_2"])
+        disk.generate_attachment_id = lambda *_: next(ids)  # type: ignore[method-assign]
+        for thread_id in ("thr_1", None):
+            await disk.upload(
+                b"x", name="a.txt", mime_type="text/plain", context=acme, thread_id=thread_id
+            )
+        t = store.tables
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                t.items.update()
+                .where(t.items.c.id == "msg_2")
+                .values(data=text("REPLACE(data, '\"thread_id\":\"thr_1\",', '')"))
+            )
+            await conn.execute(
+                t.threads.update().where(t.threads.c.id == "thr_2").values(data="{1:2}")
+            )
+            for attachment_id, created in (("atc_1", june), ("atc_2", NOW - timedelta(days=2))):
+                where = t.attachments.c.id == attachment_id
+                await conn.execute(t.attachments.update().where(where).values(created_at=created))
+
+
+def test_the_documented_sessions_print_what_the_page_shows(
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/operations.md's sessions (doctor, prune, orphans) on a new PostgreSQL database that
+    ``postgresql://app@db/chat`` stands for, and a folder for ``/var/lib/chat/files``."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    files = tmp_path / "files"
+    with own_database(postgres_url, tmp_path) as database:
+        asyncio.run(seed_documented(database, files))
+        ran = run_sessions(
+            DOCS,
+            "tests/test_operations.py runs this session",
+            capsys,
+            monkeypatch,
+            stand_in={"postgresql://app@db/chat": database, "/var/lib/chat/files": str(files)},
+        )
+    assert ran == 5
+    assert [path.name for path in files.rglob("*") if path.is_file()] == []
