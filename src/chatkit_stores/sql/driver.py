@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_only
 
 from .greenlets import spawn
@@ -133,32 +134,46 @@ class MySQLDriver(Driver):
 class SQLiteDriver(Driver):
     """aiosqlite: one hop to the connection's thread per statement."""
 
+    pending = False
+    """A statement was handed to the connection's thread and has not come back (its caller
+    was cancelled meanwhile): it still runs, and may wait up to the busy timeout for a lock."""
+
     async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
         """Run a query and return its rows."""
-        return list(await self.connection.execute_fetchall(statement.sql, statement.args(values)))
+        return list(await self._run(statement.sql, statement.args(values)))
 
     async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
         """Run a statement that returns no rows; return how many rows it changed."""
         before = self.connection.total_changes  # no hop; the connection is this call's alone
-        await self.connection.execute_fetchall(statement.sql, statement.args(values))
+        await self._run(statement.sql, statement.args(values))
         return int(self.connection.total_changes - before)
 
     async def begin(self) -> None:
         """Take the write lock now, so the transaction never fails to upgrade later."""
-        await self.connection.execute_fetchall("BEGIN IMMEDIATE")
+        await self._run("BEGIN IMMEDIATE")
 
     async def commit(self) -> None:
         """Commit the transaction ``begin`` started."""
-        await self.connection.execute_fetchall("COMMIT")
+        await self._run("COMMIT")
+
+    async def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        self.pending = True
+        rows = await self.connection.execute_fetchall(sql, args)
+        self.pending = False
+        return rows
 
     def in_transaction(self) -> bool:
         """Whether sqlite3 opened a transaction implicitly (an engine not in autocommit)."""
         return bool(self.connection.in_transaction)
 
     async def rollback(self) -> None:
-        """Roll back whatever transaction is open (after an error or a cancellation)."""
-        if self.connection.in_transaction:
-            await self.connection.rollback()
+        """Roll back whatever transaction is open (after an error or a cancellation).
+
+        Queued on the connection's thread behind any statement still running there (a
+        cancelled ``BEGIN IMMEDIATE`` waiting in the busy handler): sqlite3 rolls back only if
+        a transaction is open by then, so it is never asked too early.
+        """
+        await self.connection.rollback()
 
     def is_error(self, error: Exception) -> bool:
         """Whether ``error`` came from sqlite3."""
@@ -219,16 +234,42 @@ def _recover(engine: Engine, pooled: Any, driver: Driver, error: BaseException) 
     """Leave no connection behind in an unknown state after ``error`` (cancellation included)."""
     reason = error if isinstance(error, Exception) else None
     if isinstance(driver, SQLiteDriver):
-        # The connection may be the whole database (in memory): roll back and keep it.
-        try:
-            await_only(asyncio.shield(driver.rollback()))
-        finally:
-            pooled.close()
+        if not driver.pending or isinstance(engine.pool, StaticPool):
+            # No statement left running, or the connection is the whole database (in
+            # memory): roll back now and keep the connection.
+            try:
+                await_only(asyncio.shield(driver.rollback()))
+            finally:
+                pooled.close()
+        else:
+            # Cancelled while a statement runs in the connection's thread (BEGIN IMMEDIATE
+            # waits up to the busy timeout for another process's lock, and SQLite cannot
+            # interrupt that wait). The caller goes now; the connection is rolled back once the
+            # statement is done, then closed, and never returns to the pool in between.
+            _in_background(_discard_when_idle(driver, pooled))
     elif driver.is_disconnect(error):
         engine.pool._invalidate(pooled, reason)  # and every connection made before it
     else:
         # Mid-statement or mid-transaction: closed without awaiting, which cannot hang.
         pooled.invalidate(reason)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end whatever happens to the call that started it."""
+    task = asyncio.ensure_future(cleanup)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _discard_when_idle(driver: SQLiteDriver, pooled: Any) -> None:
+    """Roll back after whatever still runs on the connection, then close it."""
+    try:
+        await driver.rollback()
+    finally:
+        await spawn(pooled.invalidate)
 
 
 def _translate(error: Exception, disconnect: bool) -> Exception:
