@@ -12,7 +12,21 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Dialect,
+    Integer,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -181,38 +195,108 @@ class Statements:
             return select(table.c.data, *versioned).where(*_match(table, *key))
         if verb == "delete":
             return delete(table).where(*_match(table, *key))
-        if verb == "cursor":
-            return select(table.c.created_at, table.c.seq).where(*_match(table, *key))
+        if verb == "cursor":  # does the cursor exist (asked after an empty page)
+            return self._cursor(table, key, "id", "seq")
         raise KeyError(name)
 
     def _page(self, kind: str, order: str, after: bool) -> ClauseElement:
         """Up to ``limit`` rows in order, after the cursor row when ``after`` (keyset)."""
         table_name, key, _ = KINDS[kind]
         table: Table = getattr(self.tables, table_name)
+        if self.backend == "postgresql":
+            return self._page_unseen(table, key, order == "asc", after)
         scope = key[:-1]  # a thread's items, or a tenant's threads
-        stmt = dialects.use_index(
-            select(table.c.data).where(*_match(table, *scope)), table, f"{table.name}_order"
-        )
-        if order == "asc":
-            stmt = stmt.order_by(table.c.created_at, table.c.seq)
-        else:
-            stmt = stmt.order_by(table.c.created_at.desc(), table.c.seq.desc())
+        at, seq = table.c.created_at, table.c.seq
+        stmt = select(table.c.data).where(*_match(table, *scope))
         if after:
-            # The cursor row is looked up inside the statement. Written as a range on created_at
-            # so MariaDB uses the index too (it does not range-scan a row-value comparison).
+            # The cursor row is joined by its whole key: one lookup in the key index, which
+            # MariaDB reads first, as a constant. Written as a range on created_at so MariaDB
+            # uses the index too (it does not range-scan a row-value comparison).
             cursor = table.alias("cursor")
-            found = [*_match(cursor, *scope), cursor.c.id == bindparam("after")]
-            at = select(cursor.c.created_at).where(*found).scalar_subquery()
-            seq = select(cursor.c.seq).where(*found).scalar_subquery()
+            stmt = stmt.where(*_match(cursor, *scope), cursor.c.id == bindparam("after"))
             if order == "asc":
                 stmt = stmt.where(
-                    table.c.created_at >= at, or_(table.c.created_at > at, table.c.seq > seq)
+                    at >= cursor.c.created_at, or_(at > cursor.c.created_at, seq > cursor.c.seq)
                 )
             else:
                 stmt = stmt.where(
-                    table.c.created_at <= at, or_(table.c.created_at < at, table.c.seq < seq)
+                    at <= cursor.c.created_at, or_(at < cursor.c.created_at, seq < cursor.c.seq)
                 )
-        return stmt.limit(bindparam("limit"))
+        stmt = dialects.use_index(stmt, table, f"{table.name}_order")
+        ordering = [at, seq] if order == "asc" else [at.desc(), seq.desc()]
+        return stmt.order_by(*ordering).limit(bindparam("limit"))
+
+    def _page_unseen(
+        self, table: Table, key: list[str], forward: bool, after: bool
+    ) -> ClauseElement:
+        """The page for PostgreSQL: its start and its LIMIT are values the planner cannot see.
+
+        PostgreSQL plans from statistics, and a thread that grew after the last ANALYZE looks
+        like a row or two: every index then seems to read one row, and reading and sorting the
+        whole thread looks as cheap as walking the order index. For a bound it cannot see it
+        assumes that a third of the rows pass, and for a LIMIT it cannot see, that a tenth of
+        them are wanted: a scan that yields rows in order and stops early then wins by far. So
+        within the tenant (whose equality routes the statement to one shard on Citus), the page
+        starts at a subquery's value, the cursor or the thread's first or last row, and runs
+        on along the order index; rows past the thread (read only to fill the LIMIT) are
+        dropped outside it.
+        """
+        within = [table.c[column] for column in key[1:-1]] + [table.c.created_at, table.c.seq]
+        bounds = []
+        if after:
+            start = self._cursor(table, key, "after", *key[1:-1], "created_at", "seq")
+            position, cursor = tuple_(*within), start.scalar_subquery()
+            bounds.append(position > cursor if forward else position < cursor)
+        elif len(key) == 3:  # a thread's items, from the thread's first or last row
+            thread = _unseen(bindparam("thread_id", type_=table.c.thread_id.type))
+            bounds.append(table.c.thread_id >= thread if forward else table.c.thread_id <= thread)
+        ordering = within if forward else [column.desc() for column in within]
+        page = (
+            select(table.c.data, *within)
+            .where(table.c.tenant == bindparam("tenant"), *bounds)
+            .order_by(*ordering)
+            .limit(_unseen(bindparam("limit", type_=Integer)))
+        )
+        if len(key) == 2:  # a tenant's threads: the tenant's equality bounds the page
+            return page.with_only_columns(table.c.data)
+        rows = page.subquery("page")
+        in_order = [rows.c[column.name] for column in within]
+        return (
+            select(rows.c.data)
+            .where(rows.c.thread_id == bindparam("thread_id"))
+            .order_by(*(in_order if forward else [column.desc() for column in in_order]))
+        )
+
+    def _cursor(self, table: Table, key: list[str], name: str, *columns: str) -> Select[Any]:
+        """``columns`` of the row with the bound key (its id bound as ``name``), by the key index.
+
+        On PostgreSQL an equality on the whole key may walk the order index and filter the
+        whole thread by id, when the statistics take the thread for a row or two (see
+        ``_page_unseen``). So the row is found as the first one at or after the key within the
+        tenant, bounded and LIMITed by values the planner cannot see: only the key index,
+        already in that order, stops at once; any other index would read and sort.
+        """
+        cursor = table.alias("cursor")
+        binds: dict[str, Any] = {c: bindparam(c) for c in key[:-1]} | {"id": bindparam(name)}
+        if self.backend != "postgresql":
+            found = [cursor.c[column] == bind for column, bind in binds.items()]
+            return select(*(cursor.c[column] for column in columns)).where(*found)
+        rest = [cursor.c[column] for column in key[1:]]  # the key after its tenant
+        seek = _unseen(*(bindparam(binds[c.name].key, type_=c.type) for c in rest))
+        first = (
+            select(*rest, *(cursor.c[column] for column in columns if column not in key))
+            .where(cursor.c.tenant == binds["tenant"], tuple_(*rest) >= seek)
+            .order_by(*rest)
+            .limit(_unseen(literal_column("1")))
+            .subquery("at_key")
+        )
+        found = [first.c[column] == binds[column] for column in key[1:]]
+        return select(*(first.c[column] for column in columns)).where(*found)
+
+
+def _unseen(*values: Any) -> Any:
+    """``(SELECT value, ...)``: values PostgreSQL cannot see when it plans (see _page_unseen)."""
+    return select(*values).scalar_subquery()
 
 
 def _match(table: Any, *columns: str) -> list[Any]:
