@@ -14,6 +14,7 @@ database answers again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from .statements import Statement
 
 Row = Sequence[Any]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Errors that mean the connection (not the statement) failed. MySQL client codes: can't connect
 # (2003), server gone (2006), lost connection (2013), commands out of sync (2014), server lost
@@ -39,25 +41,41 @@ _MYSQL_DISCONNECT = {2003, 2006, 2013, 2014, 2055, 4031}
 class Driver:
     """One checked-out driver connection; the base runs statements the asyncpg way."""
 
+    pending = False
+    """A statement was sent and its answer has not come back (its caller was cancelled
+    meanwhile): the server, or SQLite's thread, may still be running it."""
+
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
+    async def sent(self, request: Awaitable[T]) -> T:
+        """Await the driver's answer to a statement, marked ``pending`` until it comes."""
+        self.pending = True
+        answer = await request
+        self.pending = False
+        return answer
+
     async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
         """Run a query and return its rows."""
-        return list(await self.connection.fetch(statement.sql, *statement.args(values)))
+        rows = await self.sent(self.connection.fetch(statement.sql, *statement.args(values)))
+        return list(rows)
 
     async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
         """Run a statement that returns no rows; return how many rows it changed."""
-        status = await self.connection.execute(statement.sql, *statement.args(values))
+        status = await self.sent(self.connection.execute(statement.sql, *statement.args(values)))
         return int(status.rsplit(" ", 1)[-1])
 
     async def begin(self) -> None:
         """Start a READ COMMITTED transaction (several statements, all or nothing)."""
-        await self.connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        await self.sent(self.connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED"))
 
     async def commit(self) -> None:
         """Commit the transaction ``begin`` started."""
-        await self.connection.execute("COMMIT")
+        await self.sent(self.connection.execute("COMMIT"))
+
+    def stop_sql(self) -> str:
+        """The statement that ends this connection's session from another connection."""
+        return f"SELECT pg_terminate_backend({int(self.connection.get_server_pid())})"
 
     def in_transaction(self) -> bool:
         """Whether the driver opened a transaction by itself (an engine not in autocommit)."""
@@ -93,23 +111,27 @@ class MySQLDriver(Driver):
     async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
         """Run a query and return its rows."""
         async with self.connection.cursor() as cursor:
-            await cursor.execute(statement.sql, statement.args(values))
+            await self.sent(cursor.execute(statement.sql, statement.args(values)))
             return list(await cursor.fetchall())
 
     async def execute(self, statement: Statement, values: dict[str, Any]) -> int:
         """Run a statement that returns no rows; return how many rows it changed."""
         async with self.connection.cursor() as cursor:
-            return int(await cursor.execute(statement.sql, statement.args(values)))
+            return int(await self.sent(cursor.execute(statement.sql, statement.args(values))))
 
     async def begin(self) -> None:
         """Start a READ COMMITTED transaction."""
         async with self.connection.cursor() as cursor:
-            await cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        await self.connection.begin()
+            await self.sent(cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+        await self.sent(self.connection.begin())
 
     async def commit(self) -> None:
         """Commit the transaction ``begin`` started."""
-        await self.connection.commit()
+        await self.sent(self.connection.commit())
+
+    def stop_sql(self) -> str:
+        """``KILL`` of this connection's session, from another connection."""
+        return f"KILL CONNECTION {int(self.connection.thread_id())}"
 
     def in_transaction(self) -> bool:
         """Whether the connection is not in autocommit mode (so a statement opened one)."""
@@ -134,10 +156,6 @@ class MySQLDriver(Driver):
 class SQLiteDriver(Driver):
     """aiosqlite: one hop to the connection's thread per statement."""
 
-    pending = False
-    """A statement was handed to the connection's thread and has not come back (its caller
-    was cancelled meanwhile): it still runs, and may wait up to the busy timeout for a lock."""
-
     async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
         """Run a query and return its rows."""
         return list(await self._run(statement.sql, statement.args(values)))
@@ -157,10 +175,7 @@ class SQLiteDriver(Driver):
         await self._run("COMMIT")
 
     async def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        self.pending = True
-        rows = await self.connection.execute_fetchall(sql, args)
-        self.pending = False
-        return rows
+        return await self.sent(self.connection.execute_fetchall(sql, args))
 
     def in_transaction(self) -> bool:
         """Whether sqlite3 opened a transaction implicitly (an engine not in autocommit)."""
@@ -250,8 +265,28 @@ def _recover(engine: Engine, pooled: Any, driver: Driver, error: BaseException) 
     elif driver.is_disconnect(error):
         engine.pool._invalidate(pooled, reason)  # and every connection made before it
     else:
+        if driver.pending and reason is None:
+            # Cancelled while the server runs a statement (waiting for a lock, say): closing
+            # our end would not stop it, and it could land after a later write. End the
+            # session on the server first.
+            _stop_on_server(engine, driver)
         # Mid-statement or mid-transaction: closed without awaiting, which cannot hang.
         pooled.invalidate(reason)
+
+
+def _stop_on_server(engine: Engine, driver: Driver) -> None:
+    """End ``driver``'s server session from a new connection (best effort, never raises)."""
+    try:
+        args, options = engine.dialect.create_connect_args(engine.url)
+        other = engine.dialect.loaded_dbapi.connect(*args, **options)
+        try:
+            cursor = other.cursor()
+            cursor.execute(driver.stop_sql())
+            cursor.close()
+        finally:
+            other.close()
+    except Exception as error:  # the session ends anyway once the server notices
+        log.warning("could not stop a cancelled statement on the server: %s", error)
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
