@@ -8,13 +8,15 @@ import contextvars
 import gc
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
 from greenlet import getcurrent
 from sqlalchemy.util import await_only
 
-from chatkit_stores.sql.greenlets import MAX_IDLE, release_idle, spawn
+from chatkit_stores import SQLiteStore
+from chatkit_stores.sql.greenlets import MAX_IDLE, _workers, release_idle, spawn
 
 request = contextvars.ContextVar[str]("request")
 
@@ -202,3 +204,11 @@ def test_the_idle_greenlets_of_a_finished_thread_are_freed() -> None:
     gc.collect()
     assert len(used) == 5
     assert [ref() for ref in used] == [None] * 5
+
+
+async def test_closing_a_store_ends_the_idle_greenlets(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "chat.db")
+    await asyncio.gather(*(store.load_threads(5, None, "asc", {"user_id": "u"}) for _ in range(8)))
+    assert _workers(), "the burst left idle greenlets"
+    await store.close()
+    assert not _workers()

@@ -32,6 +32,7 @@ from ..telemetry import Telemetry, traced
 from ..tenancy import TENANT_SETTING, TenantResolver
 from . import dialects
 from .driver import Driver, Row, run
+from .greenlets import release_idle
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 from .statements import Statements
 from .turns import turns_for
@@ -167,6 +168,7 @@ class SQLStore(StoreBase[TContext]):
         """Close the connection pool (unless the engine was passed in by the caller)."""
         if self._owns_engine:
             await self.engine.dispose()
+        release_idle()  # this thread's idle greenlets; later calls make new ones
 
     async def __aenter__(self) -> SQLStore[TContext]:
         return self
