@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # (2003), server gone (2006), lost connection (2013), commands out of sync (2014), server lost
 # (2055) and client idle timeout (4031).
 _MYSQL_DISCONNECT = {2003, 2006, 2013, 2014, 2055, 4031}
+_MYSQL_UNKNOWN_THREAD = 1094
 
 
 class Driver:
@@ -286,7 +287,8 @@ def _stop_on_server(engine: Engine, driver: Driver) -> None:
         finally:
             other.close()
     except Exception as error:  # the session ends anyway once the server notices
-        log.warning("could not stop a cancelled statement on the server: %s", error)
+        if error.args[:1] != (_MYSQL_UNKNOWN_THREAD,):  # already ended by itself
+            log.warning("could not stop a cancelled statement on the server: %s", error)
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
