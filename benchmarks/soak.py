@@ -45,7 +45,7 @@ from .variants import Target
 BACKENDS = ("sqlite", "postgresql", "mysql", "memory")
 PARTS = ("soak", "fairness", "storm")
 OVERRIDES = ("minutes", "storm_seconds", "fairness_seconds")
-OVERRIDES += ("sample_every", "tenants", "storm_tasks")
+OVERRIDES += ("sample_every", "tenants", "storm_tasks", "pool_size")
 """Options that override the ``SoakConfig`` (and ``--quick``) value of the same name."""
 OUT = Path("build/benchmarks/soak.json")
 
@@ -127,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int, help="calls between samples (default 10,000)")
     p.add_argument("--tenants", type=int, help="soak tenants (default 20)")
     p.add_argument("--storm-tasks", type=int, help="cancellation storm tasks (default 200)")
+    p.add_argument("--pool-size", type=int, help="pool of the soak and the storm (default 10)")
     p.add_argument("--prefix", default="soak_", help="table prefix (emptied at the start)")
     p.add_argument("--json", type=Path, default=OUT, help=f"where to write JSON (default {OUT})")
     return p
