@@ -15,7 +15,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -160,6 +160,18 @@ def new_tables_dropped(url: str, *prefixes: str) -> Iterator[str]:
     finally:
         new = _in_thread(names()) - before
         _in_thread(_drop_where(url, new.__contains__))
+
+
+@pytest.fixture
+def drop_new_tables() -> Iterator[Callable[..., str]]:
+    """``drop_new_tables(url, *prefixes)`` returns ``url``; after the test, the tables with
+    these prefixes (default: ``chatkit_``) that ``url`` did not have then are dropped."""
+    with ExitStack() as stack:
+
+        def register(url: str, *prefixes: str) -> str:
+            return stack.enter_context(new_tables_dropped(url, *(prefixes or ("chatkit_",))))
+
+        yield register
 
 
 @pytest.fixture(scope="module")

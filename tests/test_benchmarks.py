@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from conftest import new_tables_dropped
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package of the repository
@@ -23,6 +27,19 @@ from benchmarks.workload import make_script, replay  # noqa: E402
 
 PREFIX = "benchtest_"
 BACKENDS = ["sqlite", "postgresql", "mysql"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_tables_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The benchmarks make tables with prefixes of their own: dropped after this module."""
+    with ExitStack() as stack:
+        for backend in ("postgres", "mysql"):
+            try:
+                url = str(request.getfixturevalue(f"{backend}_url"))
+            except pytest.skip.Exception:  # that server's tests skip too
+                continue
+            stack.enter_context(new_tables_dropped(url, PREFIX, "soaktest_"))
+        yield
 
 
 @pytest.fixture(params=BACKENDS)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,9 @@ async def test_database_url_switches_the_database(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    drop_new_tables: Callable[..., str],
 ) -> None:
-    url = str(request.getfixturevalue(f"{backend}_url"))
+    url = drop_new_tables(str(request.getfixturevalue(f"{backend}_url")))
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("UPLOAD_DIR", str(tmp_path / "up"))
     settings = DemoSettings.from_env()
@@ -210,9 +211,13 @@ async def test_s3_settings_switch_attachments_to_s3(
 
 
 async def test_check_round_trip_on_a_server_database(
-    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    drop_new_tables: Callable[..., str],
 ) -> None:
-    settings = DemoSettings.from_env({"DATABASE_URL": postgres_url, "UPLOAD_DIR": str(tmp_path)})
+    url = drop_new_tables(postgres_url)
+    settings = DemoSettings.from_env({"DATABASE_URL": url, "UPLOAD_DIR": str(tmp_path)})
     assert await run_check(settings, user=f"check-{uuid.uuid4().hex[:8]}") == 0
     out = capsys.readouterr().out
     assert "You said: Is this stored?." in out and "demo --check: OK" in out

@@ -17,7 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import new_tables_dropped
+
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+EXAMPLE_PREFIXES = ("chatkit_", "support_")
+"""The table prefixes the examples use (the default, and a second one)."""
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
 
 
@@ -40,10 +44,14 @@ def load_example(name: str) -> ModuleType:
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database for the examples; on a server, the tables they make are dropped after."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue(f"{request.param}_url"))
+        yield f"sqlite:///{tmp_path / 'chat.db'}"
+        return
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    with new_tables_dropped(url, *EXAMPLE_PREFIXES):
+        yield url
 
 
 def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any]:
@@ -273,6 +281,11 @@ def run_pytest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 def test_conformance_examples(postgres_url: str) -> None:
     """docs/examples/test_my_store.py passes (its xfail fails as expected)."""
+    with new_tables_dropped(postgres_url, *EXAMPLE_PREFIXES):
+        run_conformance_examples(postgres_url)
+
+
+def run_conformance_examples(postgres_url: str) -> None:
     # the whole suite once; of the other classes, what they change
     only = "not (TestMyStoreWithMyContext or TestMyStoreCapabilities) or tenant or survives or nul"
     done = run_pytest(

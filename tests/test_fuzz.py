@@ -43,6 +43,7 @@ from chatkit_stores import DiskAttachmentStore, MemoryStore, SQLStore, TenantErr
 from chatkit_stores.files.signing import Grant
 from chatkit_stores.testing import models
 from chatkit_stores.testing.models import T0
+from conftest import drop_tables
 
 EXAMPLES_ENV = "CHATKIT_STORES_FUZZ_EXAMPLES"
 SECRET = "fuzz-secret-" + "f" * 32
@@ -344,6 +345,7 @@ def test_store_parameters(
             attack()
         finally:
             if isinstance(store, SQLStore):
+                runner.run(drop_tables(store.engine, store.table_prefix))
                 runner.run(store.close())
     report(capsys, f"store parameters on {backend}", count, started)
     assert count > 0

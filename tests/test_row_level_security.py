@@ -26,40 +26,45 @@ from chatkit_stores.cli import main as cli
 from chatkit_stores.migrations import migrate
 from chatkit_stores.sql.dialects import async_url
 from chatkit_stores.testing import StoreTests
-from conftest import admin
+from conftest import admin, drop_tables
 
 pytestmark = pytest.mark.postgres
-
-ROLE = "ckt_rls_app"  # an ordinary role: no superuser, no BYPASSRLS
 
 
 @pytest.fixture(scope="module")
 def rls(postgres_url: str) -> Iterator[tuple[str, str, str]]:
-    """(admin URL, app-role URL, prefix) of tables with the tenant policies on."""
+    """(admin URL, app-role URL, prefix) of tables with the tenant policies on.
+
+    The role is ordinary (no superuser, no BYPASSRLS) and this module's own: roles are
+    cluster-wide, so it is dropped afterwards with everything granted to it.
+    """
     prefix = f"rls{uuid.uuid4().hex[:8]}_"
+    role = f"{prefix}app"
     tables = ", ".join(f"{prefix}{name}" for name in ("threads", "items", "attachments"))
 
     async def setup() -> None:
         await migrate(postgres_url, prefix=prefix, row_level_security=True)
         await admin(
             postgres_url,
-            f"DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL;"
-            " END $$",
-            f"GRANT USAGE ON SCHEMA public TO {ROLE}",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {ROLE}",
-            f"GRANT SELECT ON {prefix}stores_alembic_version TO {ROLE}",
-            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {ROLE}",
+            f"CREATE ROLE {role} LOGIN",
+            f"GRANT USAGE ON SCHEMA public TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {role}",
+            f"GRANT SELECT ON {prefix}stores_alembic_version TO {role}",
+            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
         )
 
     async def teardown() -> None:
+        await drop_tables(postgres_url, prefix)
+        # DROP OWNED BY revokes what was granted to the role in this database.
         await admin(
             postgres_url,
-            f"DROP TABLE IF EXISTS {tables}, {prefix}stores_alembic_version",
+            f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
+            f" DROP OWNED BY {role}; DROP ROLE {role}; END IF; END $$",
         )
 
-    asyncio.run(setup())
-    app_url = make_url(postgres_url).set(username=ROLE).render_as_string(hide_password=False)
+    app_url = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
     try:
+        asyncio.run(setup())
         yield postgres_url, app_url, prefix
     finally:
         asyncio.run(teardown())

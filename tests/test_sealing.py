@@ -68,6 +68,7 @@ from chatkit_stores import (
 from chatkit_stores.files import AttachmentStoreBase
 from chatkit_stores.testing import models
 from chatkit_stores.testing.models import T0
+from conftest import drop_tables
 
 EXAMPLES_ENV = "CHATKIT_STORES_SEALING_EXAMPLES"
 DEFAULT_EXAMPLES = {"disk": 6, "s3": 3}
@@ -131,6 +132,7 @@ class World:
     async def close(self) -> None:
         await self.http.aclose()
         if isinstance(self.store, SQLStore):
+            await drop_tables(self.store.engine, self.store.table_prefix)
             await self.store.close()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from chatkit_stores import MySQLStore, PostgresStore, SchemaMissingError, SQLiteStore, SQLStore
 from chatkit_stores.sql.dialects import async_url
 from chatkit_stores.testing import models
-from conftest import TEST_PREFIX
+from conftest import TEST_PREFIX, drop_tables
 
 CTX = {"user_id": "u"}
 
@@ -249,9 +249,9 @@ async def test_delete_thread_is_all_or_nothing(url: str) -> None:
             page = await store.load_thread_items(thread.id, None, 10, "asc", CTX)
             assert [i.id for i in page.data] == [item.id]
         finally:
-            async with store.engine.begin() as conn:
-                await conn.run_sync(store.tables.metadata.drop_all)
-                if store.dialect == "postgresql":
+            await drop_tables(store.engine, prefix)
+            if store.dialect == "postgresql":
+                async with store.engine.begin() as conn:
                     await conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}boom()")
 
 
