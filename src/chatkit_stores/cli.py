@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .operations.errors import FAILED as EXIT_FAILED
+from .operations.errors import USAGE as EXIT_USAGE
 
 PROG = "chatkit-stores"
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-"""The command could not do its work: the database is unreachable or refuses the login, the
-tables are not ours or at another revision, a SQLite file is missing, a copy met different data
-(``doctor``: rows that do not parse)."""
-EXIT_USAGE = 2
-"""The command line or the configuration is wrong: an unknown option, a value that is not a
-database URL, an unsupported scheme, a driver that is not installed, a bad table prefix."""
 EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 DESCRIPTION = """\
 Run and maintain the databases of chatkit-stores: migrations (migrate, current, history,
@@ -365,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "conformance":
         return _conformance(args.target, args.pytest_args)
     if args.command == "demo":
-        return one_line_errors(lambda: _demo(args), prog=f"{PROG} demo")
+        urls = [os.environ.get("DATABASE_URL") or ""]
+        return one_line_errors(lambda: _demo(args), prog=f"{PROG} demo", urls=urls)
     return one_line_errors(lambda: _database_command(args), urls=_urls_of(args))
 
 

@@ -9,7 +9,12 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 FAILED = 1
+"""The command could not do its work: the database is unreachable or refuses the login, the
+tables are not ours or at another revision, a SQLite file is missing, a copy met different data
+(``doctor``: rows that do not parse)."""
 USAGE = 2
+"""The command line or the configuration is wrong: an unknown option, a value that is not a
+database URL, an unsupported scheme, a driver that is not installed, a bad table prefix."""
 
 
 def explain(error: BaseException) -> tuple[int, str] | None:
