@@ -488,3 +488,23 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
         assert "chatkit_stores.demo" in imported and "sqlalchemy" not in imported
     else:
         assert imported == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["migrate", "chat.db"],
+        ["current", f"postgresql://app:{SECRET}@127.0.0.1:54x32/db"],
+        ["export", "out.jsonl", "postgress://app@127.0.0.1/db"],
+        ["copy", "127.0.0.1/db", "sqlite:///chat.db"],
+    ],
+    ids=str,
+)
+def test_a_mistyped_url_is_answered_before_anything_heavy_is_imported(argv: list[str]) -> None:
+    code = (
+        "import sys\nfrom chatkit_stores.cli import main\n"
+        f"status = main({argv!r})\n"
+        f"print(status, *sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == [str(USAGE)], done.stdout + done.stderr

@@ -367,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _database_command(args: argparse.Namespace) -> int:
+    from .operations import commands
+
+    commands.check_urls(args)  # a mistyped URL is answered before asyncio is even imported
     import asyncio
     import inspect
-
-    from .operations import commands
 
     command = args.command.replace("import", "import_")
     if command in ("migrate", "downgrade", "stamp", "current"):

@@ -1,13 +1,13 @@
 """What each database command of ``chatkit-stores`` does once its arguments are parsed.
 
 ``chatkit_stores.cli`` parses the command line and turns errors into one line; the functions
-here get the parsed arguments, check the URLs, run the operation and print what it did.
+here get the parsed arguments, check the URLs, run the operation and print what it did. They
+check the URLs before importing the database machinery, so a mistyped URL is answered at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import sys
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import UsageError
-from .database import blame, check_sqlite_file, require_tables, safe_url
 from .wording import NOUNS, duration, plural
 
 if TYPE_CHECKING:
@@ -37,10 +36,24 @@ def database_url(given: str | None) -> str:
     return from_env
 
 
+def check_urls(args: argparse.Namespace) -> None:
+    """Check the URLs a command names (or ``$DATABASE_URL``) before it imports anything heavy."""
+    if args.command in ("export", "import"):
+        database_url(file_and_url(args)[1])
+    elif args.command == "copy":
+        database_url(args.source)
+        database_url(args.dest)
+    elif "url" in vars(args):
+        database_url(args.url)
+
+
 def migration(args: argparse.Namespace) -> int:
     """``migrate``, ``downgrade``, ``stamp`` and ``current``."""
+    import asyncio
+
     from .. import migrations
     from ..sql.schema import make_tables
+    from .database import blame, check_sqlite_file, safe_url
 
     url = database_url(args.url)
     prefix = args.table_prefix
@@ -96,6 +109,7 @@ def attachment_store(args: argparse.Namespace, store: Any) -> AttachmentStoreBas
 def open_store(args: argparse.Namespace) -> SQLStore[Any]:
     """The store of ``args.url`` and ``--table-prefix``; a missing SQLite file is refused."""
     from ..sql import SQLStore
+    from .database import check_sqlite_file
 
     url = database_url(args.url)
     check_sqlite_file(url)
@@ -109,6 +123,8 @@ def store_url(store: SQLStore[Any]) -> str:
 
 async def orphans(args: argparse.Namespace) -> int:
     """``orphans``: delete (or with ``--dry-run`` list) uploads never sent in a message."""
+    from .database import blame, require_tables
+
     store = open_store(args)
     files = attachment_store(args, store)
     assert files is not None  # the flags are required
@@ -144,6 +160,7 @@ def _progress(args: argparse.Namespace, verb: str) -> Callable[[str, int | None]
 
 async def doctor(args: argparse.Namespace) -> int:
     """``doctor``: validate every stored blob."""
+    from .database import safe_url
     from .doctor import Problem, doctor
 
     def show(problem: Problem) -> None:
@@ -159,6 +176,7 @@ async def doctor(args: argparse.Namespace) -> int:
 
 async def copy(args: argparse.Namespace) -> int:
     """``copy SRC_URL [DST_URL]``."""
+    from .database import safe_url
     from .transfer import copy
 
     source = database_url(args.source)
@@ -200,6 +218,7 @@ def _file_like(text: str) -> bool:
 
 async def export(args: argparse.Namespace) -> int:
     """``export FILE [URL]``."""
+    from .database import safe_url
     from .transfer import export
 
     path, given = file_and_url(args)
@@ -220,6 +239,7 @@ async def export(args: argparse.Namespace) -> int:
 
 async def import_(args: argparse.Namespace) -> int:
     """``import FILE [URL]``."""
+    from .database import safe_url
     from .transfer import import_
 
     path, given = file_and_url(args)
@@ -240,6 +260,7 @@ async def import_(args: argparse.Namespace) -> int:
 async def prune(args: argparse.Namespace) -> int:
     """``prune``: delete (or list) threads inactive for ``--older-than``."""
     from ..tenancy import check_tenant
+    from .database import blame
     from .prune import StaleThread, prune
 
     tenant = None if args.tenant is None else check_tenant(args.tenant, source="--tenant")

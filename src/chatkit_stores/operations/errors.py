@@ -8,6 +8,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+
 FAILED = 1
 """The command could not do its work: the database is unreachable or refuses the login, the
 tables are not ours or at another revision, a SQLite file is missing, a copy met different data
@@ -19,23 +21,30 @@ database URL, an unsupported scheme, a driver that is not installed, a bad table
 
 def explain(error: BaseException) -> tuple[int, str] | None:
     """``(exit status, message)`` for an error an operator can act on, else None."""
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
-    from ..migrations import MigrationError
-    from ..tenancy import TenantError
     from . import OperationError, UsageError
 
-    if isinstance(error, (UsageError, TenantError, ArgumentError, NoSuchModuleError)):
+    usage = (
+        UsageError,
+        ImportError,  # an optional dependency that is not installed
+        *_loaded("chatkit_stores.tenancy", "TenantError"),
+        *_loaded("sqlalchemy.exc", "ArgumentError", "NoSuchModuleError"),
+    )
+    if isinstance(error, usage):
         return USAGE, str(error)
-    if isinstance(error, (MigrationError, OperationError)):
+    if isinstance(error, (OperationError, *_loaded("chatkit_stores.migrations", "MigrationError"))):
         return FAILED, str(error)
-    if isinstance(error, ImportError):  # an optional dependency that is not installed
-        return USAGE, str(error)
-    if isinstance(error, (OSError, SQLAlchemyError)):
+    if isinstance(error, (OSError, *_loaded("sqlalchemy.exc", "SQLAlchemyError"))):
         return FAILED, _cannot_use(error)
     if isinstance(error, ValueError):  # e.g. a table prefix a store refuses
         return USAGE, str(error)
     return None
+
+
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes ``names`` of ``module`` if it is imported (if not, none was raised:
+    the command answers a bad URL without importing SQLAlchemy, Alembic or ChatKit)."""
+    found = sys.modules.get(module)
+    return () if found is None else tuple(getattr(found, name) for name in names)
 
 
 def _cannot_use(error: BaseException) -> str:

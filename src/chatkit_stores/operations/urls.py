@@ -3,7 +3,8 @@
 ``check_url`` turns every mistake into one :class:`UsageError` line that shows the URL with its
 password hidden and says what to write instead: a bare path (``chat.db``), a server address
 without a scheme (``127.0.0.1/db``), a port that is not a number or is out of range, an unknown
-scheme (``postgress://``), a driver that is not installed.
+scheme (``postgress://``), a driver that is not installed. The checks that need only the text
+run before SQLAlchemy is imported, so those mistakes are answered at once.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import difflib
 import importlib.util
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-from ..sql import dialects
 from . import UsageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 SCHEMES = {
     "sqlite": "sqlite",
@@ -66,6 +67,11 @@ def check_url(text: str, *, source: str | None = None) -> URL:
             f"{shown}: unsupported database URL scheme {scheme!r}{_did_you_mean(scheme)}"
         )
     _check_port(text, shown)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ..sql import dialects
+
     try:
         url = dialects.async_url(make_url(text))
     except (ArgumentError, ValueError) as error:
@@ -102,6 +108,10 @@ def _check_port(text: str, shown: str) -> None:
 
 def _check_driver(url: URL, shown: str) -> None:
     """The driver must be an async one SQLAlchemy knows, and installed (else: which extra)."""
+    from sqlalchemy.exc import NoSuchModuleError
+
+    from ..sql import dialects
+
     driver = url.get_driver_name()
     backend = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB"}.get(
         dialects.backend_of(url), "SQLite"
