@@ -279,3 +279,19 @@ async def test_a_new_thread_object_saved_again_keeps_a_rename_made_meanwhile(
     await response.save_thread(thread, context)
     final = await other.load_thread(thread.id, context)
     assert (final.title, final.metadata) == ("renamed", {"step": 2})
+
+
+async def test_one_thread_object_saved_in_two_tenants_is_stored_in_both(
+    open_store: Opener, context: dict[str, str]
+) -> None:
+    """What a store remembers of an object holds in the tenant it was saved or loaded in."""
+    store = open_store("merge")
+    other = {"user_id": f"u_{uuid.uuid4().hex}"}
+    thread = ThreadMetadata(id=f"thr_{uuid.uuid4().hex}", created_at=datetime.now(timezone.utc))
+    await store.save_thread(thread, context)
+    await store.save_thread(thread, other)  # unchanged, but never saved in this tenant
+    assert (await store.load_thread(thread.id, other)).id == thread.id
+    loaded = await store.load_thread(thread.id, context)
+    await store.delete_thread(thread.id, other)
+    await store.save_thread(loaded, other)  # loaded in the first tenant: saved whole here
+    assert (await store.load_thread(thread.id, other)).id == thread.id

@@ -78,16 +78,19 @@ class StoreBase(Store[TContext], Generic[TContext]):
     async def save_versioned(
         self,
         thread: ThreadMetadata,
+        tenant: str,
         *,
         swap: Callable[[str, int], Awaitable[bool]],
         current: Callable[[], Awaitable[tuple[str, int] | None]],
         upsert: Callable[[str], Awaitable[None]],
     ) -> None:
-        """Save ``thread`` by the ``thread_conflicts`` rule, with the store's own primitives."""
+        """Save ``thread`` of ``tenant`` by the ``thread_conflicts`` rule, with the store's own
+        primitives."""
         data = thread_metadata(thread).model_dump_json()
         await save_thread(
             self.loaded_threads,
             thread,
+            tenant,
             data,
             self.thread_conflicts,
             swap=swap,

@@ -55,6 +55,7 @@ class ThreadConflictError(RuntimeError):
 @dataclass
 class _Seen:
     ref: weakref.ref[ThreadMetadata]
+    tenant: str  # what it says of the thread holds in this tenant only
     version: int | None  # None: saved whole by this store, its version not read yet
     data: str  # the object's JSON when loaded or last saved: its changes are relative to this
     stored: str  # the JSON stored at ``version`` (differs from ``data`` after a merge)
@@ -67,17 +68,24 @@ class LoadedThreads:
         self._seen: dict[int, _Seen] = {}
 
     def remember(
-        self, thread: ThreadMetadata, version: int | None, data: str, stored: str | None = None
+        self,
+        thread: ThreadMetadata,
+        tenant: str,
+        version: int | None,
+        data: str,
+        stored: str | None = None,
     ) -> None:
-        """Record ``thread`` as ``data``, ``stored`` at ``version``; forgotten when collected."""
+        """Record ``thread`` of ``tenant`` as ``data``, ``stored`` at ``version``."""
         key = id(thread)
         forget = weakref.ref(thread, lambda _: self._seen.pop(key, None))
-        self._seen[key] = _Seen(forget, version, data, data if stored is None else stored)
+        self._seen[key] = _Seen(forget, tenant, version, data, data if stored is None else stored)
 
-    def recall(self, thread: ThreadMetadata) -> _Seen | None:
-        """What ``thread`` looked like when last loaded or saved, if this store returned it."""
+    def recall(self, thread: ThreadMetadata, tenant: str) -> _Seen | None:
+        """What ``thread`` looked like in ``tenant`` when last loaded or saved there, if known."""
         seen = self._seen.get(id(thread))
-        return seen if seen is not None and seen.ref() is thread else None
+        if seen is None or seen.ref() is not thread or seen.tenant != tenant:
+            return None
+        return seen
 
 
 def merge(ours: dict[str, Any], base: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +107,7 @@ def merge(ours: dict[str, Any], base: dict[str, Any], theirs: dict[str, Any]) ->
 async def save_thread(
     seen: LoadedThreads,
     thread: ThreadMetadata,
+    tenant: str,
     data: str,
     mode: ThreadConflicts,
     swap: Callable[[str, int], Awaitable[bool]],
@@ -113,10 +122,10 @@ async def save_thread(
     if mode == "overwrite":
         await upsert(data)
         return
-    was = seen.recall(thread)
+    was = seen.recall(thread, tenant)
     if was is None:  # a new thread or a copy: saved whole, then known like a loaded one
         await upsert(data)
-        seen.remember(thread, None, data)
+        seen.remember(thread, tenant, None, data)
         return
     if data == was.data:
         # Unchanged since loaded (ChatKit saves every thread at the end of a response): there
@@ -132,7 +141,7 @@ async def save_thread(
     to_write = data if stored == was.data else _merged(data, was.data, stored)
     for _ in range(MAX_ATTEMPTS):
         if await swap(to_write, version):
-            seen.remember(thread, version + 1, data, to_write)
+            seen.remember(thread, tenant, version + 1, data, to_write)
             return
         now = await current()
         if now is None:  # deleted since it was loaded: the delete wins

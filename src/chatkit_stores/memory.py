@@ -76,16 +76,17 @@ class MemoryStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
 
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
+        await self.save_versioned(thread, key[0], swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return a copy of the thread, or raise ``NotFoundError``."""
-        row = self._threads.get((self.tenant_of(context), thread_id))
+        tenant = self.tenant_of(context)
+        row = self._threads.get((tenant, thread_id))
         if row is None:
             raise NotFoundError(f"Thread {thread_id} not found")
         thread = row.model.model_copy(deep=True)
-        self.loaded_threads.remember(thread, row.version, row.model.model_dump_json())
+        self.loaded_threads.remember(thread, tenant, row.version, row.model.model_dump_json())
         return thread
 
     @traced("threads")

@@ -200,7 +200,7 @@ class SQLStore(StoreBase[TContext]):
         async def upsert(data: str) -> None:
             await self._execute("save_thread", **key, created_at=created_at, data=data)
 
-        await self.save_versioned(thread, swap=swap, current=current, upsert=upsert)
+        await self.save_versioned(thread, key["tenant"], swap=swap, current=current, upsert=upsert)
 
     @traced("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
@@ -215,7 +215,7 @@ class SQLStore(StoreBase[TContext]):
             raise NotFoundError(f"Thread {thread_id} not found")
         data, version = rows[0]
         thread = ThreadMetadata.model_validate_json(data)
-        self.loaded_threads.remember(thread, version, data)
+        self.loaded_threads.remember(thread, tenant, version, data)
         return thread
 
     @traced("threads")
