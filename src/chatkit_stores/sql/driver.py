@@ -266,13 +266,15 @@ def _recover(engine: Engine, pooled: Any, driver: Driver, error: BaseException) 
     elif driver.is_disconnect(error):
         engine.pool._invalidate(pooled, reason)  # and every connection made before it
     else:
-        if driver.pending and reason is None:
-            # Cancelled while the server runs a statement (waiting for a lock, say): closing
-            # our end would not stop it, and it could land after a later write. End the
-            # session on the server first.
-            _stop_on_server(engine, driver)
-        # Mid-statement or mid-transaction: closed without awaiting, which cannot hang.
-        pooled.invalidate(reason)
+        try:
+            if driver.pending and reason is None:
+                # Cancelled while the server runs a statement (waiting for a lock, say): closing
+                # our end would not stop it, and it could land after a later write. End the
+                # session on the server first.
+                _stop_on_server(engine, driver)
+        finally:  # even if cancelled again while stopping the statement
+            # Mid-statement or mid-transaction: closed without awaiting, which cannot hang.
+            pooled.invalidate(reason)
 
 
 def _stop_on_server(engine: Engine, driver: Driver) -> None:
