@@ -1,0 +1,275 @@
+"""Encryption at rest of the stored JSON blobs: AES-256-GCM under a key ring, bound to each row.
+
+A store built with ``encryption=KeyRing(...)`` keeps the ``data`` of every thread, item and
+attachment row as an *envelope* instead of plaintext JSON::
+
+    ckenc:1:<key id>:<base64 of nonce (12 bytes), ciphertext, tag (16 bytes)>
+
+``1`` is the envelope version, the key id names the key of the ring that sealed it (so rows
+stay readable after the current key changes). Plaintext JSON starts with ``{``, never with
+``ckenc:``, so one table can hold both: rows written before encryption was turned on stay
+readable, and ``chatkit-stores rekey`` seals them. A store without keys refuses an envelope with
+:class:`MissingKeyError` instead of handing ciphertext to pydantic.
+
+The associated data of each envelope is its header and the row it belongs to: the table
+(``threads``, ``items``, ``attachments``, without the table prefix, so ``copy`` between
+prefixes keeps rows readable), the tenant and the row's ids. A blob copied into another row or
+another tenant, or altered in any way, fails authentication: :class:`TamperedDataError`, never
+another row's data.
+
+Keys come from the constructor or from ``CHATKIT_STORES_ENCRYPTION_KEYS``: comma-separated
+``id:key`` pairs, each key 32 bytes in base64 (standard or URL-safe alphabet), the current key
+first, e.g. ``k2:9x...=,k1:Qb...=``. :func:`new_key` makes a key.
+
+Nonces are 96 random bits per write, so a key should seal far fewer than 2**32 blobs (NIST's
+bound for random GCM nonces): rotate keys long before that.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ENVIRONMENT_VARIABLE = "CHATKIT_STORES_ENCRYPTION_KEYS"
+"""Where :meth:`KeyRing.from_env` reads the keys: ``id:base64key`` pairs, current first."""
+
+PREFIX = "ckenc:"
+"""How every envelope starts (plaintext JSON starts with ``{``)."""
+
+VERSION = 1
+"""The envelope version this module writes and reads."""
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+INSTALL_HINT = "encryption needs the cryptography package: pip install 'chatkit-stores[encryption]'"
+
+_HEADER = f"{PREFIX}{VERSION}:"
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_ID_FIELDS = {"threads": ("id",), "items": ("thread_id", "id"), "attachments": ("id",)}
+
+
+class EncryptionError(Exception):
+    """A stored blob cannot be opened; nothing of it was returned."""
+
+
+class MissingKeyError(EncryptionError):
+    """The blob is sealed with a key this store does not hold (or the store holds no keys)."""
+
+
+class TamperedDataError(EncryptionError):
+    """The blob fails authentication: altered, or copied from another row or tenant."""
+
+
+def new_key() -> str:
+    """A new random 256-bit key in base64, for a key ring or the environment variable."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+
+
+def is_encrypted(blob: str) -> bool:
+    """Whether a stored ``data`` value is an envelope (not plaintext JSON)."""
+    return blob.startswith(PREFIX)
+
+
+def key_id_of(blob: str) -> str | None:
+    """The key id an envelope names; None for plaintext JSON (or an unreadable envelope)."""
+    if not blob.startswith(_HEADER):
+        return None
+    end = blob.find(":", len(_HEADER))
+    return blob[len(_HEADER) : end] if end > len(_HEADER) else None
+
+
+def describe(table: str, tenant: str, *ids: str) -> str:
+    """``items row tenant='u1' thread_id='thr_1' id='msg_1'``, for error messages."""
+    names = _ID_FIELDS.get(table, ("id",) * len(ids))
+    fields = " ".join(f"{name}={value!r}" for name, value in zip(names, ids))
+    return f"{table} row tenant={tenant!r} {fields}"
+
+
+def open_plain(blob: str, table: str, tenant: str, *ids: str) -> str:
+    """``blob`` for a store without keys: plaintext JSON as is; an envelope is refused."""
+    if blob.startswith(PREFIX):
+        raise MissingKeyError(
+            f"The data of {describe(table, tenant, *ids)} is encrypted (key "
+            f"{key_id_of(blob)!r}) and this store has no encryption keys: build it with "
+            f"encryption=KeyRing(...) or KeyRing.from_env() ({ENVIRONMENT_VARIABLE})"
+        )
+    return blob
+
+
+class KeyRing:
+    """AES-256-GCM keys by id, one of them current: seals with the current key, opens with any.
+
+    ``keys`` maps key ids (1-32 of ``A-Z a-z 0-9 _ . -``) to 32-byte keys, as ``bytes`` or
+    base64 text; ``current`` defaults to the first. Raises ``ValueError`` for a malformed id or
+    key, and ``ImportError`` naming the extra when ``cryptography`` is not installed.
+    """
+
+    def __init__(self, keys: Mapping[str, bytes | str], *, current: str | None = None) -> None:
+        aesgcm = _aesgcm_class()
+        if not keys:
+            raise ValueError("a key ring needs at least one key")
+        self._ciphers: dict[str, Any] = {}
+        for key_id, key in keys.items():
+            if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+                raise ValueError(
+                    f"key id {key_id!r} must be 1 to 32 of the characters A-Z a-z 0-9 _ . -"
+                )
+            self._ciphers[key_id] = aesgcm(_key_bytes(key_id, key))
+        self.current = next(iter(keys)) if current is None else current
+        if self.current not in self._ciphers:
+            raise ValueError(f"current key {self.current!r} is not one of the keys {self.ids}")
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "the key list") -> KeyRing:
+        """The ring described by ``id:base64key`` pairs separated by commas, current first."""
+        keys: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in text.split(","))):
+            key_id, colon, key = entry.partition(":")
+            if not colon:
+                raise ValueError(f"{source}: {key_id[:32]!r}... is not an id:base64key pair")
+            if key_id.strip() in keys:
+                raise ValueError(f"{source}: key id {key_id.strip()!r} appears twice")
+            keys[key_id.strip()] = key.strip()
+        if not keys:
+            raise ValueError(f"{source} names no keys (expected id:base64key,...)")
+        try:
+            return cls(keys)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_env(
+        cls, variable: str = ENVIRONMENT_VARIABLE, environ: Mapping[str, str] | None = None
+    ) -> KeyRing:
+        """The ring in the environment variable (``id:base64key,...``, current first)."""
+        text = (os.environ if environ is None else environ).get(variable, "")
+        if not text.strip():
+            raise ValueError(f"{variable} is not set (expected id:base64key,..., current first)")
+        return cls.parse(text, source=variable)
+
+    @property
+    def ids(self) -> list[str]:
+        """The key ids, in the order given."""
+        return list(self._ciphers)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._ciphers
+
+    def __repr__(self) -> str:
+        return f"KeyRing(ids={self.ids!r}, current={self.current!r})"
+
+    def seal(self, text: str, table: str, tenant: str, *ids: str) -> str:
+        """The envelope of ``text`` under the current key, bound to the row."""
+        header = f"{_HEADER}{self.current}:"
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[self.current].encrypt(
+            nonce, text.encode("utf-8"), _associated(header, table, tenant, ids)
+        )
+        return header + base64.b64encode(nonce + sealed).decode("ascii")
+
+    def open(self, blob: str, table: str, tenant: str, *ids: str) -> str:
+        """The text in ``blob`` if it is an envelope of this row; plaintext JSON as is."""
+        if not blob.startswith(PREFIX):
+            return blob
+        key_id, header, payload = self._split(blob, table, tenant, ids)
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise MissingKeyError(
+                f"The data of {describe(table, tenant, *ids)} is sealed with key {key_id!r}, "
+                f"which is not in the key ring {self.ids}: add it ({ENVIRONMENT_VARIABLE} or "
+                "KeyRing(...)) until `chatkit-stores rekey` has re-sealed every row"
+            )
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) < NONCE_BYTES + TAG_BYTES:
+            raise TamperedDataError(
+                f"The data of {describe(table, tenant, *ids)} is not a valid envelope "
+                "(truncated or not base64): it was altered"
+            )
+        try:
+            plain: bytes = cipher.decrypt(
+                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated(header, table, tenant, ids)
+            )
+        except _invalid_tag() as error:
+            raise TamperedDataError(
+                f"The data of {describe(table, tenant, *ids)} fails authentication under key "
+                f"{key_id!r}: it was altered, or copied from another row or tenant"
+            ) from error
+        return plain.decode("utf-8")
+
+    def is_current(self, blob: str) -> bool:
+        """Whether ``blob`` is sealed with the current key (else ``rekey`` re-seals it)."""
+        return key_id_of(blob) == self.current
+
+    def _split(
+        self, blob: str, table: str, tenant: str, ids: Iterable[str]
+    ) -> tuple[str, str, str]:
+        """``(key id, header, base64 payload)`` of an envelope, or raise naming the row."""
+        row = describe(table, tenant, *ids)
+        if not blob.startswith(_HEADER):
+            version = blob[len(PREFIX) :].partition(":")[0][:16]
+            raise EncryptionError(
+                f"The data of {row} is an envelope of version {version!r}; this version of "
+                f"chatkit-stores reads version {VERSION}"
+            )
+        key_id, colon, payload = blob[len(_HEADER) :].partition(":")
+        if not colon or not _KEY_ID.fullmatch(key_id):
+            raise TamperedDataError(f"The data of {row} is not a valid envelope: it was altered")
+        return key_id, f"{_HEADER}{key_id}:", payload
+
+
+def _associated(header: str, table: str, tenant: str, ids: Iterable[str]) -> bytes:
+    """What each envelope is bound to: its header, the table, the tenant and the row's ids.
+
+    Tenants and ids never contain NUL (``tenancy.is_storable_key``), so NUL-joined fields are
+    unambiguous.
+    """
+    return "\x00".join((header, table, tenant, *ids)).encode("utf-8")
+
+
+def _key_bytes(key_id: str, key: bytes | str) -> bytes:
+    """A key given as bytes or base64 text, checked to be 32 bytes."""
+    if isinstance(key, str):
+        text = key.strip()
+        try:  # either alphabet: "-_" are read as "+/"
+            key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"key {key_id!r} has {len(key)} bytes; AES-256 needs {KEY_BYTES}")
+    return key
+
+
+def _aesgcm_class() -> Any:
+    """``cryptography``'s AESGCM, imported on first use (the ``encryption`` extra)."""
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError as error:
+        raise ImportError(INSTALL_HINT) from error
+    return AESGCM
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+__all__ = [
+    "ENVIRONMENT_VARIABLE",
+    "EncryptionError",
+    "KeyRing",
+    "MissingKeyError",
+    "TamperedDataError",
+    "is_encrypted",
+    "key_id_of",
+    "new_key",
+    "open_plain",
+]
