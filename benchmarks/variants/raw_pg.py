@@ -30,10 +30,14 @@ class RawPostgresStore(RawStore):
         self.pool = pool
 
     @classmethod
-    async def open(cls, url: str, prefix: str, pool_size: int) -> RawPostgresStore:
-        """Connect a pool of ``pool_size`` connections."""
+    async def open(
+        cls, url: str, prefix: str, pool_size: int, *, pooler: bool = False
+    ) -> RawPostgresStore:
+        """Connect a pool of ``pool_size`` connections (``pooler``: unnamed statements, as
+        asyncpg's documentation advises behind PgBouncer in transaction mode)."""
+        cache = {"statement_cache_size": 0} if pooler else {}
         pool = await asyncpg.create_pool(
-            url, min_size=pool_size, max_size=pool_size, reset=_nothing_to_reset
+            url, min_size=pool_size, max_size=pool_size, reset=_nothing_to_reset, **cache
         )
         return cls(pool, prefix)
 

@@ -23,6 +23,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..tenancy import MAX_KEY_LENGTH
+from . import poolers
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -52,7 +53,12 @@ class Key(TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         """Decode ``VARBINARY`` bytes back to text."""
-        return value.decode() if isinstance(value, bytes) else value
+        return None if value is None else key_text(value)
+
+
+def key_text(value: str | bytes) -> str:
+    """A key as read back: MySQL/MariaDB return ``VARBINARY`` columns as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 Blob = Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), *_MYSQL)
@@ -138,7 +144,14 @@ def engine_options(url: URL, given: Mapping[str, Any] | None = None) -> dict[str
 
 
 def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
-    """Create an async engine; a missing driver names the extra to install."""
+    """Create an async engine; a missing driver names the extra to install.
+
+    ``options["pooler"]`` (PostgreSQL: ``"auto"``, ``True``, ``False``) is ours, see ``poolers``.
+    """
+    options = dict(options)
+    pooler = options.pop("pooler", "auto")
+    if pooler != "auto" and backend_of(url) != "postgresql":
+        raise ValueError("the pooler option applies to PostgreSQL only")
     try:
         engine = create_async_engine(url, **options)
     except ModuleNotFoundError as exc:
@@ -149,6 +162,8 @@ def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
         ) from exc
     if backend_of(url) == "sqlite" and not _in_memory(url):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    if backend_of(url) == "postgresql":
+        poolers.attach(engine.sync_engine, pooler)
     return engine
 
 
