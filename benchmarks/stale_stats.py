@@ -101,7 +101,7 @@ def _nodes(tree: Any) -> Any:
 
 async def _plan(store: SQLStore[Any], name: str, values: dict[str, Any]) -> list[str]:
     """The plan of statement ``name`` for ``values``, in a few lines."""
-    statement = store.statements[name]
+    statement = store.statements.every()[name]
     args = statement.args(values)
     lines = []
     async with store.engine.connect() as conn:

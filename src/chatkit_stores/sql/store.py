@@ -32,10 +32,11 @@ from ..telemetry import Telemetry, traced
 from ..tenancy import TENANT_SETTING, TenantResolver
 from . import dialects
 from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs
+from .dialects import key_text
 from .driver import Driver, Row, run
 from .greenlets import release_idle
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
-from .statements import Statements
+from .statements import Kind, Order, Statement, build_statements
 from .turns import turns_for
 
 M = TypeVar("M")
@@ -44,11 +45,6 @@ _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 _MISSING_TABLE = ("does not exist", "doesn't exist", "no such table")
 _MISSING_COLUMN = ("does not exist", "Unknown column", "no such column")
-
-
-def _text(value: str | bytes) -> str:
-    """A key as read back: MySQL returns ``VARBINARY`` columns as bytes."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 PARSE_SLICE_S = 0.002
@@ -95,7 +91,8 @@ class SQLStore(StoreBase[TContext]):
     transaction when it needs several.
     """
 
-    backend: ClassVar[str | None] = None
+    required_backend: ClassVar[str | None] = None
+    """The backend a subclass's URL must name (``None``: any, chosen by the URL)."""
     auto_create_schema: ClassVar[bool] = False
 
     def __init__(
@@ -133,22 +130,28 @@ class SQLStore(StoreBase[TContext]):
             self._check_backend(dialects.backend_of(engine.url))
             self._owns_engine = False
         self.engine = engine
-        self.dialect = dialects.backend_of(engine.url)
+        self.backend = dialects.backend_of(engine.url)
+        """``sqlite``, ``postgresql`` or ``mysql`` (MariaDB too): what the statements are for."""
         self.table_prefix = table_prefix
         self.tables = make_tables(table_prefix)
-        if row_level_security and self.dialect != "postgresql":
+        if row_level_security and self.backend != "postgresql":
             raise ValueError("row_level_security needs PostgreSQL")
         self.row_level_security = row_level_security
         self.blobs = blobs
         """How a model's JSON is stored in ``data`` and read back (the one seam for both)."""
-        self.statements = Statements(self.tables, self.dialect, engine.dialect)
-        self._sql = self.statements
+        self.statements = build_statements(self.tables, self.backend, engine.dialect)
+        """Every statement, compiled once: ``self.statements.save_item``, ``.page(...)``."""
         self._schema_ready = not self.auto_create_schema
         self._schema_lock: asyncio.Lock | None = None
         # Calls wait for a connection in arrival order; on a single shared connection (an
         # in-memory SQLite database) one at a time, or they would run in each other's
         # transactions.
         self._turns = turns_for(engine.pool)
+
+    @property
+    def dialect(self) -> str:
+        """The same as ``backend`` (its former name)."""
+        return self.backend
 
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
@@ -198,15 +201,20 @@ class SQLStore(StoreBase[TContext]):
 
         async def swap(data: str, version: int) -> bool:
             blob = self.blobs.seal(data, *row)
-            return await self._execute("swap_thread", **key, data=blob, version=version) == 1
+            return (
+                await self._execute(self.statements.swap_thread, **key, data=blob, version=version)
+                == 1
+            )
 
         async def current() -> tuple[str, int] | None:
-            rows = await self._fetch("load_thread", **key)
+            rows = await self._fetch(self.statements.load_thread, **key)
             return (self.blobs.open(rows[0][0], *row), rows[0][1]) if rows else None
 
         async def upsert(data: str) -> None:
             blob = self.blobs.seal(data, *row)
-            await self._execute("save_thread", **key, created_at=created_at, data=blob)
+            await self._execute(
+                self.statements.save_thread, **key, created_at=created_at, data=blob
+            )
 
         await self.save_versioned(thread, key["tenant"], swap=swap, current=current, upsert=upsert)
 
@@ -215,7 +223,7 @@ class SQLStore(StoreBase[TContext]):
         """Return the thread, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
         rows = (
-            await self._fetch("load_thread", tenant=tenant, id=thread_id)
+            await self._fetch(self.statements.load_thread, tenant=tenant, id=thread_id)
             if is_key(thread_id)
             else []
         )
@@ -268,16 +276,16 @@ class SQLStore(StoreBase[TContext]):
             if inactive_before is not None:
                 # First, so that a thread that became active meanwhile is left whole.
                 values = {**thread, "before": position(inactive_before)}
-                if not await db.execute(self.statements["delete_inactive_thread"], values):
+                if not await db.execute(self.statements.delete_inactive_thread, values):
                     return None
-            await db.execute(self.statements["delete_thread_items"], of_thread)
+            await db.execute(self.statements.delete_thread_items, of_thread)
             ids = []
             if self.attachment_store is not None:
-                rows = await db.fetch(self.statements["thread_attachment_ids"], of_thread)
-                ids = [_text(row[0]) for row in rows]
-            await db.execute(self.statements["delete_thread_attachments"], of_thread)
+                rows = await db.fetch(self.statements.thread_attachment_ids, of_thread)
+                ids = [key_text(row[0]) for row in rows]
+            await db.execute(self.statements.delete_thread_attachments, of_thread)
             if inactive_before is None:
-                await db.execute(self.statements["delete_thread"], thread)
+                await db.execute(self.statements.delete_thread, thread)
             return ids
 
         attachment_ids = await self._run(tenant, delete, atomic=True)
@@ -291,15 +299,15 @@ class SQLStore(StoreBase[TContext]):
     @traced("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Add an item unless one with its id is stored (a retry never reverts a later save)."""
-        await self._write_item("insert_item", thread_id, item, context)
+        await self._write_item(self.statements.insert_item, thread_id, item, context)
 
     @traced("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
-        await self._write_item("save_item", thread_id, item, context)
+        await self._write_item(self.statements.save_item, thread_id, item, context)
 
     async def _write_item(
-        self, statement: str, thread_id: str, item: ThreadItem, context: TContext
+        self, statement: Statement, thread_id: str, item: ThreadItem, context: TContext
     ) -> None:
         tenant = self.tenant_of(context)
         thread_id = check_id(thread_id, "thread id")
@@ -318,13 +326,9 @@ class SQLStore(StoreBase[TContext]):
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return the item, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
-        data = await self._scalar(
-            is_key(thread_id) and is_key(item_id),
-            "load_item",
-            tenant=tenant,
-            thread_id=thread_id,
-            id=item_id,
-        )
+        key = {"tenant": tenant, "thread_id": thread_id, "id": item_id}
+        valid = is_key(thread_id) and is_key(item_id)  # ids that cannot exist: no query
+        data = await self._scalar(self.statements.load_item, **key) if valid else None
         if data is None:
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
         item = _ITEM.validate_json(self.blobs.open(data, ITEMS, tenant, thread_id, item_id))
@@ -354,7 +358,8 @@ class SQLStore(StoreBase[TContext]):
         """Delete one item; a missing item is a no-op."""
         tenant = self.tenant_of(context)
         if is_key(thread_id) and is_key(item_id):
-            await self._execute("delete_item", tenant=tenant, thread_id=thread_id, id=item_id)
+            key = {"tenant": tenant, "thread_id": thread_id, "id": item_id}
+            await self._execute(self.statements.delete_item, **key)
 
     # attachments
 
@@ -365,7 +370,7 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         attachment_id = check_id(attachment.id, "attachment id")
         await self._execute(
-            "save_attachment",
+            self.statements.save_attachment,
             tenant=tenant,
             id=attachment_id,
             thread_id=None if thread_id is None else check_id(thread_id, "thread id"),
@@ -377,9 +382,9 @@ class SQLStore(StoreBase[TContext]):
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return the attachment metadata, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
-        data = await self._scalar(
-            is_key(attachment_id), "load_attachment", tenant=tenant, id=attachment_id
-        )
+        key = {"tenant": tenant, "id": attachment_id}
+        valid = is_key(attachment_id)  # an id that cannot exist: no query
+        data = await self._scalar(self.statements.load_attachment, **key) if valid else None
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         json = self.blobs.open(data, ATTACHMENTS, tenant, attachment_id)
@@ -391,7 +396,9 @@ class SQLStore(StoreBase[TContext]):
         """Delete attachment metadata, then its bytes; a missing attachment is a no-op."""
         tenant = self.tenant_of(context)
         values = {"tenant": tenant, "id": attachment_id}
-        if is_key(attachment_id) and await self._execute("delete_attachment", **values):
+        if is_key(attachment_id) and await self._execute(
+            self.statements.delete_attachment, **values
+        ):
             await self.forget_attachments(tenant, [attachment_id])
 
     @traced("attachments")
@@ -400,8 +407,8 @@ class SQLStore(StoreBase[TContext]):
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
         values = {"tenant": None, "before": position(created_before), "limit": limit}
-        rows = await self._fetch("orphaned_attachments", **values)  # every tenant's
-        return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
+        rows = await self._fetch(self.statements.orphaned_attachments, **values)  # every tenant's
+        return [(key_text(tenant), key_text(id_)) for tenant, id_ in rows]
 
     @traced("attachments")
     async def update_attachment(
@@ -413,14 +420,14 @@ class SQLStore(StoreBase[TContext]):
             return None
 
         async def update(db: Driver) -> Attachment | None:
-            rows = await db.fetch(self.statements["lock_attachment"], key)
+            rows = await db.fetch(self.statements.lock_attachment, key)
             if not rows:
                 return None
             row = (ATTACHMENTS, tenant, attachment_id)
             changed = change(_ATTACHMENT.validate_json(self.blobs.open(rows[0][0], *row)))
             data = self.blobs.seal(changed.model_dump_json(), *row)
             values = {**key, "thread_id": changed.thread_id, "data": data}
-            await db.execute(self.statements["update_attachment"], values)
+            await db.execute(self.statements.update_attachment, values)
             return changed
 
         return await self._run(tenant, update, atomic=True)
@@ -433,7 +440,10 @@ class SQLStore(StoreBase[TContext]):
         """Delete the metadata if it is still in no thread and saved before the cutoff."""
         tenant = self.tenant_of(context)
         values = {"tenant": tenant, "id": attachment_id, "before": position(created_before)}
-        return is_key(attachment_id) and await self._execute("delete_orphan", **values) == 1
+        return (
+            is_key(attachment_id)
+            and await self._execute(self.statements.delete_orphan, **values) == 1
+        )
 
     @traced("attachments")
     async def attachment_keys(
@@ -442,8 +452,8 @@ class SQLStore(StoreBase[TContext]):
         """``(tenant, id)`` of every tenant's attachments, in that order, after ``after``."""
         after_tenant, after_id = after or ("", "")
         values = {"after_tenant": after_tenant, "after_id": after_id, "limit": limit}
-        rows = await self._fetch("attachment_keys", tenant=None, **values)
-        return [(_text(tenant), _text(id_)) for tenant, id_ in rows]
+        rows = await self._fetch(self.statements.attachment_keys, tenant=None, **values)
+        return [(key_text(tenant), key_text(id_)) for tenant, id_ in rows]
 
     # machinery
 
@@ -453,7 +463,7 @@ class SQLStore(StoreBase[TContext]):
         """Run ``work`` on a pooled driver connection for ``tenant`` (``atomic``: a transaction).
 
         On an engine this store made, connections autocommit: a single statement is one round
-        trip. Statements were compiled once (``self._sql``) and run on the driver directly.
+        trip. Statements were compiled once (``self.statements``) and run on the driver directly.
         With ``row_level_security`` every call is a transaction that first tells PostgreSQL
         the tenant (three more round trips). ``tenant`` None is every tenant's (with RLS, it
         needs a BYPASSRLS role).
@@ -464,21 +474,19 @@ class SQLStore(StoreBase[TContext]):
             atomic, work = True, _with_tenant(tenant, work)
         try:
             if self._turns is None:
-                return await run(self.engine, self.dialect, work, atomic=atomic)
+                return await run(self.engine, self.backend, work, atomic=atomic)
             async with self._turns.turn():
-                return await run(self.engine, self.dialect, work, atomic=atomic)
+                return await run(self.engine, self.backend, work, atomic=atomic)
         except exc.DBAPIError as error:
             self._raise_if_schema_missing(error)
             raise
 
-    async def _execute(self, name: str, **values: Any) -> int:
+    async def _execute(self, statement: Statement, **values: Any) -> int:
         """Run one statement of ``values["tenant"]``; return how many rows it changed."""
-        statement = self._sql[name]
         return await self._run(values["tenant"], lambda db: db.execute(statement, values))
 
-    async def _fetch(self, name: str, **values: Any) -> list[Row]:
+    async def _fetch(self, statement: Statement, **values: Any) -> list[Row]:
         """Run one query of ``values["tenant"]``; return its rows."""
-        statement = self._sql[name]
         return await self._run(values["tenant"], lambda db: db.fetch(statement, values))
 
     def _raise_if_schema_missing(self, error: exc.DBAPIError) -> None:
@@ -502,16 +510,14 @@ class SQLStore(StoreBase[TContext]):
             if not self._schema_ready:
                 await self.create_schema()
 
-    async def _scalar(self, valid: bool, name: str, **values: Any) -> Any:
-        """Run a one-value query; ids that cannot exist find nothing without a query."""
-        if not valid:
-            return None
-        rows = await self._fetch(name, **values)
+    async def _scalar(self, statement: Statement, **values: Any) -> Any:
+        """Run a one-value query; its value, or None without a row."""
+        rows = await self._fetch(statement, **values)
         return rows[0][0] if rows else None
 
     async def _page(
         self,
-        kind: str,
+        kind: Kind,
         scope: dict[str, Any],
         after: str | None,
         limit: int,
@@ -526,14 +532,15 @@ class SQLStore(StoreBase[TContext]):
         """
         if after is not None and not is_key(after):
             raise NotFoundError(f"Cursor {after!r:.80} names nothing in this list")
-        name = f"page_{kind}_{order}" if after is None else f"page_{kind}_{order}_after"
+        direction: Order = "asc" if order == "asc" else "desc"  # checked by page_size()
+        page = self.statements.page(kind, direction, after=after is not None)
         values = {**scope, "after": after, "limit": limit + 1}
 
         async def read(db: Driver) -> tuple[list[Row], bool]:
-            rows = await db.fetch(self._sql[name], values)
+            rows = await db.fetch(page, values)
             if after is None or rows:
                 return rows, True
-            return rows, bool(await db.fetch(self._sql[f"cursor_{kind}"], {**scope, "id": after}))
+            return rows, bool(await db.fetch(self.statements.cursor(kind), {**scope, "id": after}))
 
         rows, cursor_found = await self._run(scope["tenant"], read)
         if not cursor_found:
@@ -549,14 +556,15 @@ class SQLStore(StoreBase[TContext]):
         return url
 
     def _check_backend(self, backend: str) -> None:
-        if self.backend is not None and backend != self.backend:
-            raise ValueError(f"{type(self).__name__} needs a {self.backend} URL, got {backend}")
+        required = self.required_backend
+        if required is not None and backend != required:
+            raise ValueError(f"{type(self).__name__} needs a {required} URL, got {backend}")
 
 
 class SQLiteStore(SQLStore[TContext]):
     """A store in a SQLite file (WAL mode); creates its tables on first use."""
 
-    backend = "sqlite"
+    required_backend = "sqlite"
     auto_create_schema = True
 
     def __init__(self, path: str | Path | URL | None = None, **options: Any) -> None:
@@ -573,10 +581,10 @@ class SQLiteStore(SQLStore[TContext]):
 class PostgresStore(SQLStore[TContext]):
     """A store in PostgreSQL through asyncpg; run ``chatkit-stores migrate`` first."""
 
-    backend = "postgresql"
+    required_backend = "postgresql"
 
 
 class MySQLStore(SQLStore[TContext]):
     """A store in MySQL or MariaDB through aiomysql; run ``chatkit-stores migrate`` first."""
 
-    backend = "mysql"
+    required_backend = "mysql"
