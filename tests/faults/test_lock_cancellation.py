@@ -4,8 +4,9 @@ PostgreSQL and MariaDB: another connection holds the thread's row lock; each sav
 (``asyncio.wait_for``) while its statement waits on the server. When the lock is released, no
 abandoned statement may still run: the last save the application made is the one that stays,
 and the server holds no connections beyond the pool. SQLite: another process holds the write
-lock while ``BEGIN IMMEDIATE`` waits in SQLite's busy handler; after the timeout the store must
-not take the lock later by itself, and its next call works at once.
+lock; a call that gives up must not take the lock later by itself (nor write after a change
+made since), its next call works at once, and a call that keeps waiting gets the lock when it
+is free, within the connection's busy timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatkit_stores import SQLiteStore, SQLStore
-from chatkit_stores.sql.dialects import async_url
+from chatkit_stores.sql import driver
+from chatkit_stores.sql.dialects import SQLITE_BUSY_TIMEOUT_S, async_url
 from chatkit_stores.testing import models
 
 from .conftest import Database
@@ -109,3 +111,80 @@ async def test_a_cancelled_sqlite_call_never_takes_the_lock_later(
         other.close()
         await asyncio.wait_for(store.load_thread(thread.id, CONTEXT), 5)
         await asyncio.wait_for(store.delete_thread(thread.id, CONTEXT), 5)
+
+
+@pytest.mark.parametrize("timeout", [0.001, 0.01, 0.1, TIMEOUT])
+async def test_a_cancelled_sqlite_write_never_lands_after_a_later_delete(
+    tmp_path: Path, timeout: float
+) -> None:
+    path = tmp_path / "chat.db"
+    async with SQLiteStore(path) as store:
+        thread = models.thread()
+        await store.save_thread(thread, CONTEXT)
+        other = sqlite3.connect(path, isolation_level=None, timeout=2)
+        other.execute("BEGIN IMMEDIATE")
+        abandoned = models.user_message(thread.id)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.add_thread_item(thread.id, abandoned, CONTEXT), timeout)
+        # The lock holder deletes the thread: a change made after the add was given up.
+        other.execute("DELETE FROM chatkit_items WHERE thread_id = ?", (thread.id,))
+        other.execute("DELETE FROM chatkit_threads WHERE id = ?", (thread.id,))
+        other.execute("COMMIT")
+        for _ in range(WATCH_STEPS):  # an observation window, as above
+            await asyncio.sleep(WATCH_STEP_S)
+            (landed,) = other.execute("SELECT count(*) FROM chatkit_items").fetchone()
+            assert landed == 0, "the abandoned add wrote its item after the thread was deleted"
+        other.close()
+
+
+async def test_a_sqlite_call_takes_the_lock_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "chat.db"
+    async with SQLiteStore(path) as store:
+        thread = models.thread()
+        await store.save_thread(thread, CONTEXT)
+        other = sqlite3.connect(path, isolation_level=None, timeout=2)
+        other.execute("BEGIN IMMEDIATE")
+        refusals = 0
+
+        def pauses() -> Any:  # the lock holder commits while the store waits to try again
+            nonlocal refusals
+            while True:
+                refusals += 1
+                if refusals == 2:
+                    other.execute("COMMIT")
+                yield 0.001
+
+        monkeypatch.setattr(driver, "_pauses", pauses)
+        item = models.user_message(thread.id)
+        await asyncio.wait_for(store.add_thread_item(thread.id, item, CONTEXT), 5)
+        assert refusals >= 2, "the store never found the lock busy"
+        assert (await store.load_item(thread.id, item.id, CONTEXT)).id == item.id
+        other.close()
+
+
+async def test_a_sqlite_call_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    patience = {"connect_args": {"timeout": 0.05}}
+    async with SQLiteStore(path, engine_options=patience) as store:
+        thread = models.thread()
+        await store.save_thread(thread, CONTEXT)
+        other = sqlite3.connect(path, isolation_level=None, timeout=2)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Exception, match="database is locked"):
+            await asyncio.wait_for(store.delete_thread(thread.id, CONTEXT), 5)
+        other.execute("COMMIT")
+        other.close()
+        await store.delete_thread(thread.id, CONTEXT)
+
+
+async def test_sqlalchemy_connections_of_a_sqlite_store_keep_their_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "chat.db") as store:
+        await store.save_thread(models.thread(), CONTEXT)  # the driver has had the connection
+        async with store.engine.connect() as conn:
+            busy_ms = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
+        assert busy_ms == SQLITE_BUSY_TIMEOUT_S * 1000
+        await store.save_thread(models.thread(), CONTEXT)  # and the driver's again
