@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_only
 
+from . import poolers
 from .greenlets import spawn
 from .statements import Statement
 
@@ -69,6 +70,9 @@ class Driver:
     """Whether a statement whose caller gave up must be stopped from another connection
     (``stop_sql``), whose arguments are then remembered from the first connection made."""
 
+    answers = 0
+    """How many statements the server has answered on this connection during the call."""
+
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
@@ -84,6 +88,7 @@ class Driver:
             self.pending = False  # answered, with an error
             raise
         self.pending = False
+        self.answers += 1
         return answer
 
     async def fetch(self, statement: Statement, values: dict[str, Any]) -> list[Row]:
@@ -360,7 +365,15 @@ async def run(
 
     Checkout, ``work`` and check-in share one greenlet (``spawn``): SQLAlchemy's pool is
     synchronous code that may await, to connect or to close a connection it does not keep.
+    A call a transaction-mode pooler made fail before it took effect is retried once
+    (``poolers``).
     """
+    first = poolers.Attempt(work)
+    try:
+        return await spawn(_checked_out, engine.sync_engine, DRIVERS[backend], first.work, atomic)
+    except exc.DBAPIError as error:
+        if not first.may_retry(engine.sync_engine, error, atomic):
+            raise
     return await spawn(_checked_out, engine.sync_engine, DRIVERS[backend], work, atomic)
 
 
