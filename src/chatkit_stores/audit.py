@@ -32,7 +32,11 @@ from typing import Any, Final, TypeVar, cast
 
 from chatkit.store import NotFoundError
 
-from .tenancy import TenantError
+from .exceptions import DENIED as DENIED  # the outcomes, beside the errors that stand for them
+from .exceptions import ERROR as ERROR
+from .exceptions import NOT_FOUND as NOT_FOUND
+from .exceptions import OK as OK
+from .exceptions import REJECTED as REJECTED
 
 log = logging.getLogger("chatkit_stores.audit")
 
@@ -46,12 +50,6 @@ BYTES_READ: Final = "attachment.bytes.read"
 """An attachment's bytes were read: ``open``/``read``, or a signed download URL."""
 BYTES_UPLOAD: Final = "attachment.bytes.upload"
 """An upload finished (or was refused): direct ``upload``, signed URL, presigned S3 PUT."""
-
-OK: Final = "ok"
-NOT_FOUND: Final = "not_found"
-DENIED: Final = "denied"
-REJECTED: Final = "rejected"
-ERROR: Final = "error"
 
 MAX_ID_LENGTH = 255
 """Ids from a request path are clipped to this length before they are recorded."""
@@ -104,17 +102,11 @@ _scope: ContextVar[_Scope | None] = ContextVar("chatkit_stores_audit_scope", def
 
 
 def outcome_of(error: BaseException) -> str:
-    """The outcome an exception of an audited operation stands for."""
-    from .files.base import UploadRejected
-    from .files.signing import SignatureError
-
+    """The outcome an exception of an audited operation stands for (see ``exceptions``)."""
     if isinstance(error, NotFoundError):
         return NOT_FOUND
-    if isinstance(error, TenantError | SignatureError):
-        return DENIED
-    if isinstance(error, UploadRejected):
-        return REJECTED
-    return ERROR
+    outcome: str = getattr(error, "audit_outcome", ERROR)
+    return outcome
 
 
 def error_name(error: BaseException | None) -> str | None:

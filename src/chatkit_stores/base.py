@@ -12,7 +12,7 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMess
 
 from .audit import AuditHook
 from .concurrency import LoadedThreads, ThreadConflicts, save_thread
-from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry, sql_attributes
+from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry
 from .telemetry import DEFAULT as DEFAULT_TELEMETRY
 from .tenancy import (
     MAX_KEY_LENGTH,
@@ -164,14 +164,11 @@ class StoreBase(Store[TContext], Generic[TContext]):
 
     def telemetry_attributes(self) -> Attributes:
         """Span attributes naming the database: ``db.system.name``, ``server.*`` when known."""
-        engine = getattr(self, "engine", None)
-        if engine is None:
-            return {DB_SYSTEM_NAME: "other_sql"}
-        return sql_attributes(engine)
+        return {DB_SYSTEM_NAME: "other_sql"}
 
     def collection_name(self, collection: str) -> str:
-        """The table behind ``threads``, ``items`` or ``attachments`` (with the table prefix)."""
-        return f"{getattr(self, 'table_prefix', '')}{collection}"
+        """The table behind ``threads``, ``items`` or ``attachments``."""
+        return collection
 
     def page_size(self, limit: int, order: str) -> int:
         """Validate ``order`` and ``limit``; return ``limit`` clamped to ``max_page_size``."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .exceptions import TenantError as TenantError  # defined with its audit outcome
+
 TenantResolver = Callable[[Any], str]
 """A callable that returns the tenant key for a ChatKit request context."""
 
@@ -25,10 +27,6 @@ _HOW_TO_CONFIGURE = (
     "Give the context a 'tenant_id' or 'user_id' (mapping key or attribute), pass "
     "tenant=lambda ctx: ... to the store, or tenant=single_tenant() if the app has only one tenant."
 )
-
-
-class TenantError(Exception):
-    """The request context names no usable tenant; nothing was read or written."""
 
 
 class TenantContext:

@@ -50,6 +50,7 @@ from ..audit import (
     outcome_of,
 )
 from ..base import StoreBase, check_id, is_key
+from ..exceptions import UploadRejected as UploadRejected  # with its audit outcome
 from ..telemetry import (
     ATTACHMENTS_BACKEND,
     ATTACHMENTS_PROFILE,
@@ -71,14 +72,6 @@ ALREADY_UPLOADED = "this attachment was already uploaded"
 KEYS_PAGE = 1000
 """How many ``(tenant, id)`` a stray sweep reads from the metadata store at a time."""
 _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-
-
-class UploadRejected(ValueError):
-    """An upload was refused; ``status`` is the HTTP status to answer (409, 413 or 415)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):

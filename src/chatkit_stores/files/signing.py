@@ -10,12 +10,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
+from ..exceptions import SignatureError as SignatureError  # with its audit outcome
+
 SECRET_ENV = "CHATKIT_STORES_SECRET"
 MIN_SECRET_BYTES = 32
-
-
-class SignatureError(Exception):
-    """A signed URL is missing, tampered with, expired, or used for another request."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ..base import (
     position,
 )
 from ..concurrency import ThreadConflicts
-from ..telemetry import Telemetry, traced
+from ..telemetry import Attributes, Telemetry, sql_attributes, traced
 from ..tenancy import TENANT_SETTING, TenantResolver
 from . import dialects
 from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs
@@ -184,6 +184,14 @@ class SQLStore(StoreBase[TContext]):
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    def telemetry_attributes(self) -> Attributes:
+        """``db.system.name``, ``db.namespace`` and ``server.*`` of the engine."""
+        return sql_attributes(self.engine)
+
+    def collection_name(self, collection: str) -> str:
+        """The table behind ``threads``, ``items`` or ``attachments`` (with the table prefix)."""
+        return f"{self.table_prefix}{collection}"
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
