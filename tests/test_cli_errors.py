@@ -31,6 +31,7 @@ SECRET = "s3cret-pw"
 MISSING = "sqlite:///missing.db"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 USAGE, FAILED = cli.EXIT_USAGE, cli.EXIT_FAILED
+KEY = "A" * 43 + "="  # 32 bytes in base64
 
 
 @dataclass
@@ -65,6 +66,8 @@ def url_commands(url: str) -> list[list[str]]:
         ["import", "in.jsonl", url],
         ["copy", url, "sqlite:///copy.db"],
         ["copy", "sqlite:///chat.db", url],
+        ["rekey", url],
+        ["distribute", url],
     ]
 
 
@@ -134,6 +137,20 @@ CASES = [
     Case(["migrate", "--bogus"], USAGE, "unrecognized arguments: --bogus"),
     Case(["frobnicate"], USAGE, "invalid choice: 'frobnicate'"),
     Case(["prune", "sqlite:///chat.db", "--older-than", "1d", "--tenant", ""], USAGE, "tenant"),
+    # encryption keys
+    Case(["rekey", "sqlite:///chat.db"], USAGE, "CHATKIT_STORES_ENCRYPTION_KEYS is not set"),
+    Case(
+        ["rekey", "sqlite:///chat.db"],
+        USAGE,
+        "CHATKIT_STORES_ENCRYPTION_KEYS: key 'k1' has 5 bytes; AES-256 needs 32",
+        {"CHATKIT_STORES_ENCRYPTION_KEYS": "k1:c2hvcnQ="},
+    ),
+    Case(
+        ["rekey", MISSING],
+        FAILED,
+        "no SQLite database at missing.db (nothing was created)",
+        {"CHATKIT_STORES_ENCRYPTION_KEYS": f"k1:{KEY}"},
+    ),
     # the demo's settings
     Case(
         ["demo", "--check"],
@@ -174,7 +191,13 @@ CASES = [
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty current directory holding chat.db (no tables) and in.jsonl; no $DATABASE_URL."""
     monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "CHATKIT_STORES_SECRET", "S3_BUCKET", "UPLOAD_DIR"):
+    for name in (
+        "DATABASE_URL",
+        "CHATKIT_STORES_SECRET",
+        "S3_BUCKET",
+        "UPLOAD_DIR",
+        "CHATKIT_STORES_ENCRYPTION_KEYS",
+    ):
         monkeypatch.delenv(name, raising=False)
     sa.create_engine("sqlite:///chat.db").connect().close()
     (tmp_path / "in.jsonl").write_text("")
@@ -331,6 +354,12 @@ SERVER_CASES = [
         lambda url, p: ["prune", url, "--table-prefix", p, "--older-than", "1s"],
         FAILED,
         "has no chatkit-stores tables with prefix",
+    ),
+    ServerCase(
+        "distribute without Citus",
+        lambda url, p: ["distribute", url, "--table-prefix", p],
+        FAILED,
+        "distribute needs a Citus coordinator (PostgreSQL with CREATE EXTENSION citus)",
     ),
     ServerCase(
         "prefix too long",

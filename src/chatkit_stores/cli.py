@@ -113,6 +113,16 @@ metadata, and bytes older than that with no metadata at all. Prints each attachm
 --dry-run only lists the orphans. URL defaults to $DATABASE_URL.
 """
 
+REKEY_HELP = """\
+Seal every stored thread, item and attachment record with the current encryption key: rows
+sealed with an older key of the ring, and plaintext rows written before encryption was turned
+on. The key ring comes from $CHATKIT_STORES_ENCRYPTION_KEYS (id:base64key pairs separated by
+commas, the current key first) and must hold every key rows are sealed with. Batches of
+--batch-size rows, one transaction each; a row a request saves meanwhile is never overwritten
+with older content. Running it again resumes or does nothing. Exits 1 when some rows could not
+be opened (they are listed and left as they are). URL defaults to $DATABASE_URL.
+"""
+
 DEMO_HELP = """\
 Serve a ChatKit server with a small web page on this machine: threads in a SQLite file
 (chatkit-demo.db), attachments in a folder (chatkit-demo-uploads), an offline echo responder.
@@ -183,6 +193,7 @@ def build_parser() -> Parser:
     add = _adder(commands)
     _migration_commands(add)
     _operation_commands(add)
+    _encryption_commands(add)
     _demo_command(add)
     conformance = add(
         "conformance", "run the store conformance suite against MODULE:FACTORY", CONFORMANCE_HELP
@@ -325,6 +336,17 @@ def _operation_commands(add: Adder) -> None:
     orphans.add_argument("--dry-run", action="store_true", help="list the orphans, delete nothing")
     _attachment_flags(orphans, required=True)
     _table_prefix(orphans)
+
+
+def _encryption_commands(add: Adder) -> None:
+    """Add ``rekey``."""
+    rekey = add("rekey", "seal every row with the current encryption key", REKEY_HELP)
+    rekey.add_argument("url", nargs="?", help=URL_HELP)
+    _table_prefix(rekey)
+    rekey.add_argument(
+        "--batch-size", type=positive, default=500, help="rows per batch (default 500)"
+    )
+    rekey.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 def _demo_command(add: Adder) -> None:

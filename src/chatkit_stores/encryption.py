@@ -86,7 +86,7 @@ def key_id_of(blob: str) -> str | None:
 def describe(table: str, tenant: str, *ids: str) -> str:
     """``items row tenant='u1' thread_id='thr_1' id='msg_1'``, for error messages."""
     names = _ID_FIELDS.get(table, ("id",) * len(ids))
-    fields = " ".join(f"{name}={value!r}" for name, value in zip(names, ids))
+    fields = " ".join(f"{name}={value!r}" for name, value in zip(names, ids, strict=False))
     return f"{table} row tenant={tenant!r} {fields}"
 
 
@@ -228,10 +228,10 @@ class KeyRing:
 def _associated(header: str, table: str, tenant: str, ids: Iterable[str]) -> bytes:
     """What each envelope is bound to: its header, the table, the tenant and the row's ids.
 
-    Tenants and ids never contain NUL (``tenancy.is_storable_key``), so NUL-joined fields are
-    unambiguous.
+    Each field is preceded by its length, so no two rows have the same associated data
+    whatever characters their ids hold.
     """
-    return "\x00".join((header, table, tenant, *ids)).encode("utf-8")
+    return "".join(f"{len(part)}:{part}" for part in (header, table, tenant, *ids)).encode()
 
 
 def _key_bytes(key_id: str, key: bytes | str) -> bytes:

@@ -18,6 +18,7 @@ from . import UsageError
 from .wording import NOUNS, duration, plural
 
 if TYPE_CHECKING:
+    from ..encryption import KeyRing
     from ..files import AttachmentStoreBase
     from ..sql import SQLStore
 
@@ -167,8 +168,48 @@ async def doctor(args: argparse.Namespace) -> int:
         print(problem, flush=True)
 
     url = database_url(args.url)
+    keys = encryption_keys(required=False)
     report = await doctor(
-        url, prefix=args.table_prefix, batch_size=args.batch_size, on_problem=show
+        url, prefix=args.table_prefix, batch_size=args.batch_size, on_problem=show, keys=keys
+    )
+    print(f"{safe_url(url)}: {report.summary()}")
+    by_key = report.key_summary()
+    if by_key is not None:
+        print(by_key)
+    return 0 if report.ok else 1
+
+
+def encryption_keys(*, required: bool) -> KeyRing | None:
+    """The key ring in ``$CHATKIT_STORES_ENCRYPTION_KEYS``; None when unset and not required."""
+    from ..encryption import ENVIRONMENT_VARIABLE, KeyRing
+
+    if not required and not os.environ.get(ENVIRONMENT_VARIABLE, "").strip():
+        return None
+    try:
+        return KeyRing.from_env()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+async def rekey(args: argparse.Namespace) -> int:
+    """``rekey``: seal every row with the current key of ``$CHATKIT_STORES_ENCRYPTION_KEYS``."""
+    from .database import safe_url
+    from .rekey import Unreadable, rekey
+
+    url = database_url(args.url)
+    keys = encryption_keys(required=True)
+    assert keys is not None
+
+    def show(row: Unreadable) -> None:
+        print(row, flush=True)
+
+    report = await rekey(
+        url,
+        keys,
+        prefix=args.table_prefix,
+        batch_size=args.batch_size,
+        progress=_progress(args, "sealing"),
+        on_unreadable=show,
     )
     print(f"{safe_url(url)}: {report.summary()}")
     return 0 if report.ok else 1

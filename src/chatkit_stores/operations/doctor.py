@@ -7,12 +7,17 @@ against ``ThreadMetadata``, the ``ThreadItem`` union or the ``Attachment`` union
 each row that fails: table, tenant, id and the first validation error. A blob that parses but
 names another id than its row is reported too (loading it would return the wrong object).
 
+Encrypted rows (``chatkit_stores.encryption``) are opened with the key ring given (the command
+reads ``CHATKIT_STORES_ENCRYPTION_KEYS``); one that does not open is a problem too. Without keys,
+encrypted rows are counted but not checked. The report counts rows per key id.
+
 It only runs ``SELECT``: in a read-only transaction on PostgreSQL and MySQL/MariaDB, with
 ``PRAGMA query_only`` on SQLite.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..encryption import EncryptionError, KeyRing, is_encrypted, key_id_of
 from ..sql import dialects
 from .database import TABLES, Database, Row, blame
 from .wording import NOUNS, plural
@@ -56,6 +62,10 @@ class DoctorReport:
 
     checked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    keys: Counter[str] = field(default_factory=Counter)
+    """Rows per key id they are sealed with (``plaintext``: not encrypted)."""
+    unchecked: int = 0
+    """Encrypted rows not checked, for want of keys."""
 
     @property
     def ok(self) -> bool:
@@ -74,18 +84,60 @@ class DoctorReport:
         does = "does" if bad == 1 else "do"
         return f"checked {counts}: {plural(bad, 'row')} {does} not parse ({detail})"
 
+    def check(
+        self,
+        name: str,
+        row: Row,
+        keys: KeyRing | None,
+        on_problem: Callable[[Problem], None],
+    ) -> None:
+        """Count and check one row of table ``name`` (an encrypted row needs ``keys``)."""
+        self.keys[key_label(row["data"])] += 1
+        if keys is None and is_encrypted(row["data"]):
+            self.unchecked += 1
+            return
+        self.checked[name] += 1
+        problem = check_row(name, row, keys)
+        if problem is not None:
+            self.failed[name] += 1
+            on_problem(problem)
 
-def check_row(name: str, row: Row) -> Problem | None:
-    """Validate one row's ``data``; return what is wrong with it, or None."""
+    def key_summary(self) -> str | None:
+        """``rows by key: 3 plaintext, 10 k1, 2 k2`` when any row is encrypted, else None."""
+        if set(self.keys) <= {"plaintext"}:
+            return None
+        counts = ", ".join(f"{count} {key}" for key, count in sorted(self.keys.items()))
+        line = f"rows by key: {counts}"
+        if self.unchecked:
+            line += (
+                f"; {plural(self.unchecked, 'encrypted row')} not checked "
+                "(no keys: set CHATKIT_STORES_ENCRYPTION_KEYS)"
+            )
+        return line
+
+
+def check_row(name: str, row: Row, keys: KeyRing | None = None) -> Problem | None:
+    """Validate one row's ``data`` (opened with ``keys``); return what is wrong, or None."""
     thread_id = row.get("thread_id") if name == "items" else None
+    ids = (row["thread_id"], row["id"]) if name == "items" else (row["id"],)
     try:
-        model = ADAPTERS[name].validate_json(row["data"])
+        data = row["data"] if keys is None else keys.open(row["data"], name, row["tenant"], *ids)
+        model = ADAPTERS[name].validate_json(data)
+    except EncryptionError as error:
+        return Problem(name, row["tenant"], row["id"], thread_id, str(error))
     except ValidationError as error:
         return Problem(name, row["tenant"], row["id"], thread_id, first_error(error))
     if getattr(model, "id", row["id"]) != row["id"]:
         message = f"data names id {model.id!r}, not the row's id"
         return Problem(name, row["tenant"], row["id"], thread_id, message)
     return None
+
+
+def key_label(data: str) -> str:
+    """The key id a blob is sealed with, ``plaintext``, or ``malformed`` (a broken envelope)."""
+    if not is_encrypted(data):
+        return "plaintext"
+    return key_id_of(data) or "malformed"
 
 
 def first_error(error: ValidationError) -> str:
@@ -107,8 +159,12 @@ async def doctor(
     prefix: str,
     batch_size: int = 500,
     on_problem: Callable[[Problem], None] = lambda problem: None,
+    keys: KeyRing | None = None,
 ) -> DoctorReport:
-    """Validate every row of the database; call ``on_problem`` for each that fails."""
+    """Validate every row of the database; call ``on_problem`` for each that fails.
+
+    Encrypted rows are opened with ``keys``; without keys they are counted, not checked.
+    """
     db = Database.open(url, prefix, must_exist=True)
     report = DoctorReport()
     try:
@@ -121,12 +177,8 @@ async def doctor(
                         batches = db.batches(name, batch_size, conn)
                         async with aclosing(batches):
                             async for batch in batches:
-                                report.checked[name] += len(batch)
                                 for row in batch:
-                                    problem = check_row(name, row)
-                                    if problem is not None:
-                                        report.failed[name] += 1
-                                        on_problem(problem)
+                                    report.check(name, row, keys, on_problem)
                 finally:
                     await end_read_only(conn, db.backend)
     finally:

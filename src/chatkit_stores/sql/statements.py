@@ -272,7 +272,7 @@ def _page(backend: str, table: Table, kind: Kind, order: Order, after: bool) -> 
         return _page_unseen(table, key, order == "asc", after)
     scope = key[:-1]  # a thread's items, or a tenant's threads
     at, seq = table.c.created_at, table.c.seq
-    stmt = select(table.c.data).where(*_match(table, *scope))
+    stmt = select(table.c.data, table.c.id).where(*_match(table, *scope))
     if after:
         # The cursor row is joined by its whole key: one lookup in the key index, which
         # MariaDB reads first, as a constant. Written as a range on created_at so MariaDB
@@ -316,17 +316,17 @@ def _page_unseen(table: Table, key: list[str], forward: bool, after: bool) -> Cl
         bounds.append(table.c.thread_id >= thread if forward else table.c.thread_id <= thread)
     ordering = within if forward else [column.desc() for column in within]
     page = (
-        select(table.c.data, *within)
+        select(table.c.data, table.c.id, *within)
         .where(table.c.tenant == bindparam("tenant"), *bounds)
         .order_by(*ordering)
         .limit(_unseen(bindparam("limit", type_=Integer)))
     )
     if len(key) == 2:  # a tenant's threads: the tenant's equality bounds the page
-        return page.with_only_columns(table.c.data)
+        return page.with_only_columns(table.c.data, table.c.id)
     rows = page.subquery("page")
     in_order = [rows.c[column.name] for column in within]
     return (
-        select(rows.c.data)
+        select(rows.c.data, rows.c.id)
         .where(rows.c.thread_id == bindparam("thread_id"))
         .order_by(*(in_order if forward else [column.desc() for column in in_order]))
     )
