@@ -2,16 +2,20 @@
 
 The plugin's URL fixtures, with our test tables created once (and dropped at the end of the
 session when it created them); an admin helper running statements on an AUTOCOMMIT connection;
-``drop_tables`` for the tables of a prefix, version table included; a boto3 client, its
+``drop_tables`` for the tables of a prefix, version table included; an S3 server (moto
+checking presigned URLs as S3 does, or ``CHATKIT_STORES_S3_ENDPOINT``), a boto3 client, its
 credentials in the environment, and a fresh bucket per test. A test run leaves the database
-servers as it found them (CI checks it with ``.ci/servers``). See
-``chatkit_stores.pytest_plugin`` for where URLs come from (environment variables, else
-testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1`` turns skips into failures).
+servers as it found them (CI checks it with ``.ci/servers``). The package's opt-in plugin
+``chatkit_stores.pytest_plugin`` is not loaded; its helpers say where URLs come from
+(environment variables, else testcontainers, else skip; ``CHATKIT_STORES_REQUIRE_BACKENDS=1``
+turns skips into failures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +26,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from chatkit_stores import SQLStore
-from chatkit_stores.pytest_plugin import s3_credentials, server_url
+from chatkit_stores.pytest_plugin import (
+    S3_ENV,
+    S3_TEST_CREDENTIALS,
+    s3_credentials,
+    s3_server,
+    server_url,
+)
+from s3_signatures import checked_moto_server
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -174,6 +185,17 @@ def drop_new_tables() -> Iterator[Callable[..., str]]:
         yield register
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3 server: ``CHATKIT_STORES_S3_ENDPOINT``, else moto checking presigned URLs, else
+    what the package's plugin finds (MinIO in Docker, or skip)."""
+    if os.environ.get(S3_ENV) or importlib.util.find_spec("moto") is None:
+        yield from s3_server()
+        return
+    with checked_moto_server(S3_TEST_CREDENTIALS) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def s3_client(s3_endpoint: str) -> Any:
     """A boto3 S3 client of the ``s3_endpoint`` server (SigV4, as presigned URLs need)."""
@@ -221,3 +243,23 @@ def bucket_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
 def open_uploads(client: Any, bucket: str) -> list[Any]:
     """The multipart uploads of ``bucket`` started and neither completed nor aborted."""
     return list(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+CITUS_ENV = "CHATKIT_STORES_CITUS_URL"
+CITUS_REQUIRED_ENV = "CHATKIT_STORES_REQUIRE_CITUS"
+
+
+@pytest.fixture(scope="session")
+def citus_url() -> str:
+    """URL of a Citus coordinator (``CHATKIT_STORES_CITUS_URL``; ``.ci/citus`` starts one).
+
+    Without it the Citus tests skip, unless ``CHATKIT_STORES_REQUIRE_CITUS=1`` (the Citus run
+    of CI), where they fail.
+    """
+    url = os.environ.get(CITUS_ENV)
+    if not url:
+        message = f"Citus tests cannot run: set {CITUS_ENV} (.ci/citus starts a cluster)"
+        if os.environ.get(CITUS_REQUIRED_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

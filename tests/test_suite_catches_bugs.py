@@ -15,13 +15,14 @@ this file.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import pytest
-from chatkit.store import NotFoundError
+from chatkit.store import NotFoundError, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 
 # Imported here, not only in the nested sessions: pytester drops the modules a nested session
@@ -252,6 +253,32 @@ class BrokenCursorFromAnotherThread(MemoryStore[Ctx]):
         return make_page([row.model.model_copy(deep=True) for row in rows[: size + 1]], size)
 
 
+class BrokenDefaultChatKitIds(MemoryStore[Ctx]):
+    """openai-chatkit's default generator: 8 hex digits, a collision likely within ~77,000."""
+
+    def generate_thread_id(self, context: Ctx) -> str:
+        return default_generate_id("thread")
+
+    def generate_item_id(self, item_type: Any, thread: ThreadMetadata, context: Ctx) -> str:
+        return default_generate_id(item_type)
+
+
+class BrokenIdsWithoutPrefix(MemoryStore[Ctx]):
+    """Ids from ``uuid4()`` alone: plenty of bits, but no ``thr_``/``msg_`` prefix."""
+
+    def generate_thread_id(self, context: Ctx) -> str:
+        return str(uuid.uuid4())
+
+
+class BrokenDeleteThreadKeepsAttachments(MemoryStore[Ctx]):
+    """delete_thread forgets the attachments' metadata of the thread."""
+
+    async def delete_thread(self, thread_id: str, context: Ctx) -> None:
+        kept = dict(self._attachments)
+        await super().delete_thread(thread_id, context)
+        self._attachments.update(kept)
+
+
 # --------------------------------------------------------------------------------------------
 # What the suite protects: broken store -> the failing test -> its failure message.
 # --------------------------------------------------------------------------------------------
@@ -274,28 +301,34 @@ def case(store: type[MemoryStore[Ctx]], test: str, message: str) -> Any:
 
 CAUGHT = [
     # Tenant isolation.
-    case(BrokenThreadLoadIgnoresTenant, "test_other_tenant_sees_nothing", "DID NOT RAISE"),
+    case(
+        BrokenThreadLoadIgnoresTenant, "test_other_tenant_sees_nothing", "thread must look missing"
+    ),
     case(BrokenItemListTrustsThreadId, "test_other_tenant_sees_nothing", "must look empty"),
-    case(BrokenAttachmentLoadIgnoresTenant, "test_foreign_attachment_refused", "DID NOT RAISE"),
+    case(BrokenAttachmentLoadIgnoresTenant, "test_foreign_attachment_refused", "must not adopt"),
     # Pagination and order.
     case(BrokenPageSkipsItemAfterCursor, "test_items_paginate[1-asc]", "lost or repeated"),
     case(BrokenHasMoreNeverTrue, "test_items_paginate[1-asc]", "lost or repeated"),
     case(BrokenHasMoreOnFullLastPage, "test_items_paginate", "the next page is empty"),
-    case(BrokenCursorFromAnotherThread, "test_unknown_cursor", "DID NOT RAISE"),
+    case(BrokenCursorFromAnotherThread, "test_unknown_cursor", "naming another thread's item"),
     case(BrokenDescIgnored, "test_items_paginate[1-desc]", "insertion order (desc)"),
-    case(BrokenUnknownCursorRestarts, "test_unknown_cursor", "DID NOT RAISE"),
-    case(BrokenLimitBelowOneAccepted, "test_bad_arguments", "DID NOT RAISE"),
+    case(BrokenUnknownCursorRestarts, "test_unknown_cursor", "never restart from the first page"),
+    case(BrokenLimitBelowOneAccepted, "test_bad_arguments", "limit=0 must raise ValueError"),
     case(BrokenHugeLimitRejected, "test_huge_limit", "exceeds max_page_size"),
     # Upserts keep their place; retries are idempotent.
     case(BrokenItemUpdateMovesToEnd, "test_save_item_keeps_position", "must keep its place"),
     case(BrokenThreadUpdateMovesToEnd, "test_save_thread_keeps_position", "must not move it"),
     case(BrokenRetryDuplicatesItem, "test_add_is_idempotent", "must not duplicate it"),
     # Round trips and cascades.
-    case(BrokenTimezoneDroppedOnLoad, "test_item_timestamps[offset]", "tzinfo=datetime.timezone"),
+    case(BrokenTimezoneDroppedOnLoad, "test_item_timestamps[offset]", "with timezone"),
     case(BrokenDeleteThreadKeepsItems, "test_delete_cascades", "must delete the thread's items"),
     case(BrokenSaveKeepsReference, "test_saved_model_is_not_aliased", "keep a copy"),
     case(BrokenLoadReturnsReference, "test_loaded_model_is_not_aliased", "return a copy"),
     case(BrokenThreadListDropsMetadata, "test_thread_round_trip", "exactly as saved"),
+    # Policies: ids.
+    case(BrokenDefaultChatKitIds, "test_generated_id_entropy", "about 32 random bits"),
+    case(BrokenIdsWithoutPrefix, "test_generated_id_prefixes", "lacks ChatKit's 'thr_' prefix"),
+    case(BrokenDeleteThreadKeepsAttachments, "test_delete_removes_attachments", "attachments"),
 ]
 
 

@@ -10,69 +10,39 @@ class TestMyStore(StoreTests):
         yield MyStore()
 ```
 
-The area classes (``ThreadTests``, ``ItemTests``, ...) can be adopted one at a time;
-``Capabilities`` switches off features a store does not have.
-
-Names are imported on first use: pytest, hypothesis and the demo's ChatKit server take
-seconds to import, and ``chatkit_stores.testing.models`` alone needs none of them.
+No pytest plugin is needed. The area classes (``ThreadTests``, ``ItemTests``, ...) can be
+adopted one at a time; ``Capabilities`` turns off this package's policies and the features a
+store lacks. ``AttachmentStoreTests`` does the same for attachment stores.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .._lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from ..demo import EchoServer
-    from .capabilities import Capabilities, requires
-    from .fixtures import StoreFixtures, add_items, collect
-    from .races import RaceTests, await_points_of
-    from .server import ServerTests
-    from .stateful import StatefulTests
-    from .store import (
-        AttachmentMetadataTests,
-        ConcurrencyTests,
-        DeleteThreadTests,
-        DurabilityTests,
-        IdTests,
-        ItemTests,
-        OrderingTests,
-        TenantIsolationTests,
-        ThreadTests,
-    )
-    from .suite import StoreTests
-
-_EXPORTS = {
-    "AttachmentMetadataTests": ".store",
-    "Capabilities": ".capabilities",
-    "ConcurrencyTests": ".store",
-    "DeleteThreadTests": ".store",
-    "DurabilityTests": ".store",
-    "EchoServer": "..demo",
-    "IdTests": ".store",
-    "ItemTests": ".store",
-    "OrderingTests": ".store",
-    "RaceTests": ".races",
-    "ServerTests": ".server",
-    "StatefulTests": ".stateful",
-    "StoreFixtures": ".fixtures",
-    "StoreTests": ".suite",
-    "TenantIsolationTests": ".store",
-    "ThreadTests": ".store",
-    "add_items": ".fixtures",
-    "await_points_of": ".races",
-    "collect": ".fixtures",
-    "requires": ".capabilities",
-}
+from .attachments import AttachmentStoreTests
+from .capabilities import Capabilities, requires
+from .fixtures import StoreFixtures, add_items, collect
+from .races import RaceTests, await_points_of
+from .server import ServerTests
+from .stateful import StatefulTests
+from .store import (
+    AttachmentMetadataTests,
+    ConcurrencyTests,
+    DeleteThreadTests,
+    DurabilityTests,
+    IdTests,
+    ItemTests,
+    OrderingTests,
+    TenantIsolationTests,
+    ThreadTests,
+)
+from .suite import StoreTests
 
 __all__ = [
     "AttachmentMetadataTests",
+    "AttachmentStoreTests",
     "Capabilities",
     "ConcurrencyTests",
     "DeleteThreadTests",
     "DurabilityTests",
-    "EchoServer",
     "IdTests",
     "ItemTests",
     "OrderingTests",
@@ -88,6 +58,3 @@ __all__ = [
     "collect",
     "requires",
 ]
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

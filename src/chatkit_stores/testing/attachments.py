@@ -18,7 +18,7 @@ import pytest_asyncio
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import Attachment, AttachmentCreateParams, FileAttachment, ImageAttachment
 
-from .fixtures import Ctx, StoreFixtures
+from .fixtures import Ctx, StoreFixtures, expect_error
 
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(4096)
 TEXT = "hello 😀\n".encode() * 100
@@ -174,9 +174,15 @@ class AttachmentStoreTests(StoreFixtures):
         assert await attachment_store.read(uploaded.id, context) == TEXT, (  # type: ignore[attr-defined]
             "another tenant's delete must not touch this attachment"
         )
-        with pytest.raises(NotFoundError):
-            await attachment_store.read(uploaded.id, other_context)  # type: ignore[attr-defined]
+        await expect_error(
+            attachment_store.read(uploaded.id, other_context),  # type: ignore[attr-defined]
+            NotFoundError,
+            "another tenant's attachment bytes must look missing (NotFoundError)",
+        )
         await attachment_store.delete_attachment(uploaded.id, context)
-        with pytest.raises(NotFoundError):
-            await attachment_store.read(uploaded.id, context)  # type: ignore[attr-defined]
+        await expect_error(
+            attachment_store.read(uploaded.id, context),  # type: ignore[attr-defined]
+            NotFoundError,
+            "delete_attachment must delete the bytes: they still read",
+        )
         await attachment_store.delete_attachment(uploaded.id, context)  # twice is fine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -16,6 +16,7 @@ from .capabilities import Capabilities, missing
 from .models import T0, new_id
 
 Ctx = Any
+R = TypeVar("R")
 Reopen = Callable[[Store[Any]], Awaitable[Store[Any]]]
 
 
@@ -50,6 +51,34 @@ async def add_items(
         await store.add_thread_item(thread.id, item, context)
         items.append(item)
     return items
+
+
+async def expect_error(
+    awaitable: Awaitable[Any], error: type[BaseException], breaks: str
+) -> BaseException:
+    """Await ``awaitable``, which must raise ``error``; else fail saying what ``breaks``."""
+    try:
+        value = await awaitable
+    except error as raised:
+        return raised
+    except Exception as other:
+        raise AssertionError(
+            f"{breaks} (expected {error.__name__}, got {type(other).__name__}: {other})"
+        ) from other
+    raise AssertionError(f"{breaks} (expected {error.__name__}, returned {_short(value)})")
+
+
+async def expect_ok(awaitable: Awaitable[R], breaks: str) -> R:
+    """Await ``awaitable``; if it raises, fail saying what ``breaks`` instead of re-raising."""
+    try:
+        return await awaitable
+    except Exception as raised:
+        raise AssertionError(f"{breaks} (raised {type(raised).__name__}: {raised})") from raised
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 class StoreFixtures:

@@ -19,7 +19,7 @@ from chatkit.types import ThreadItem, ThreadMetadata
 
 from . import models
 from .capabilities import requires
-from .fixtures import Ctx, StoreFixtures
+from .fixtures import Ctx, StoreFixtures, expect_error
 from .interleave import instrument, interleavings
 
 STORE_METHODS = (
@@ -97,14 +97,15 @@ class RaceTests(StoreFixtures):
             async for thread, run in interleavings(self._thread(store, context), respond, delete):
                 if not isinstance(run.first_error, NotFoundError):  # deleted before loaded
                     run.results()
-                with pytest.raises(NotFoundError):
-                    await store.load_thread(thread.id, context)
-                    pytest.fail(
-                        f"paused at {run.point!r} (await point {run.at}): the response's "
-                        "save brought back a thread deleted after the response loaded it"
-                    )
+                await expect_error(
+                    store.load_thread(thread.id, context),
+                    NotFoundError,
+                    f"paused at {run.point!r} (await point {run.at}): the response's "
+                    "save brought back a thread deleted after the response loaded it",
+                )
 
     @pytest.mark.asyncio
+    @requires("insert_if_absent_adds")
     async def test_a_retried_add_never_reverts_a_later_save(
         self, store: Store[Any], context: Ctx, await_points: AwaitPoints
     ) -> None:
@@ -150,8 +151,12 @@ class RaceTests(StoreFixtures):
         with await_points():
             async for thread, run in interleavings(self._thread(store, context), delete, add):
                 run.results()
-                with pytest.raises(NotFoundError):
-                    await store.load_thread(thread.id, context)
+                await expect_error(
+                    store.load_thread(thread.id, context),
+                    NotFoundError,
+                    f"paused at {run.point!r} (await point {run.at}): an add_thread_item "
+                    "racing delete_thread brought the deleted thread back",
+                )
 
     def _thread(self, store: Store[Any], context: Ctx) -> Callable[[], Any]:
         async def new_thread() -> ThreadMetadata:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -22,13 +23,13 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Page, Thread, ThreadItem
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    get_state_machine_test,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from ..memory import MemoryStore
@@ -39,6 +40,9 @@ from .models import T0
 
 R = TypeVar("R")
 Call = Callable[[Store[Any], Ctx], Awaitable[Any]]
+
+SEED_ENV = "CHATKIT_STORES_STATEFUL_SEED"
+"""Environment variable: the seed the stateful test draws its sequences from (default 0)."""
 
 EXAMPLES_ENV = "CHATKIT_STORES_STATEFUL_EXAMPLES"
 """Environment variable: how many examples (operation sequences) the stateful test runs."""
@@ -116,7 +120,7 @@ _thread = _skewed(THREADS)
 _maybe_thread = st.none() | _thread
 _item = st.sampled_from(ITEMS)
 _attachment = st.sampled_from(ATTACHMENTS)
-_stamp = st.sampled_from(list(STAMPS))
+_stamp = st.runner().flatmap(lambda machine: machine.stamp_strategy)
 _kind = st.sampled_from(ITEM_KINDS)
 _text = st.sampled_from(("hi", "hello"))
 _limit = st.sampled_from((1, 2, 3, HUGE))
@@ -152,7 +156,7 @@ class _Config:
     store: Store[Any]
     make_context: Callable[[], Ctx]
     bridge: _Bridge
-    isolated: bool
+    capabilities: Capabilities
 
 
 @dataclass(frozen=True)
@@ -269,25 +273,55 @@ class StoreMachine(RuleBasedStateMachine):
         # Fresh state per example: new tenants in the store under test, ids no earlier example
         # used, and a new reference model whose tenants are the labels.
         self.suffix = uuid.uuid4().hex[:12]
-        self.labels = ("A", "B") if config.isolated else ("A",)
+        self.labels = ("A", "B")
         self.tenant_strategy = _skewed(self.labels)
+        # Without naive_is_utc, naive and aware timestamps never meet in one list.
+        naive_ok = config.capabilities.naive_is_utc
+        stamps = [name for name, at in STAMPS.items() if naive_ok or at.tzinfo is not None]
+        self.stamp_strategy = st.sampled_from(stamps)
         self.contexts = {label: config.make_context() for label in self.labels}
-        self.reference: MemoryStore[Any] = MemoryStore()
+        self.reference: MemoryStore[Any] = _Reference(config.capabilities)
         self.reference_contexts = {label: {"user_id": label} for label in self.labels}
         self.last_step = ""
 
     # ids and views
 
-    def _id(self, name: str) -> str:
-        return f"{name}_{self.suffix}"
+    def _id(self, name: str, owner: str) -> str:
+        """The id of pool name ``name`` written by tenant ``owner``: shared by the tenants
+        when ids are scoped per tenant, else one per tenant (global ids never meet)."""
+        if self.config.capabilities.tenant_id_scopes:
+            return f"{name}_{self.suffix}"
+        return f"{name}.{owner}_{self.suffix}"
 
-    def _cursor(self, name: str | None) -> str | None:
-        return None if name is None else self._id(name)
+    def _cursor(self, name: str | None, owner: str) -> str | None:
+        return None if name is None else self._id(name, owner)
 
     def _short(self, full: str | None) -> str | None:
         """The pool name of an id of this example (other ids are returned unchanged)."""
         end = f"_{self.suffix}"
-        return full[: -len(end)] if full is not None and full.endswith(end) else full
+        if full is None or not full.endswith(end):
+            return full
+        return full[: -len(end)].partition(".")[0]
+
+    def _created_at(self, tenant: str, key: tuple[str, ...], drawn: datetime) -> datetime:
+        """An object already stored keeps its created_at (ChatKit never changes it)."""
+        table: Any = self.reference._items if len(key) == 2 else self.reference._threads
+        row = table.get((tenant, *key))
+        return drawn if row is None else row.model.created_at
+
+    def _threads_view(self, value: Any) -> Any:
+        """Thread lists: exact, or blind to the order within a created_at tie when re-saved
+        threads need not keep their place."""
+        if self.config.capabilities.thread_resave_keeps_position:
+            return self._view(value)
+        pages = value if isinstance(value, list) else [value]
+        groups: dict[datetime, list[Any]] = {}
+        for obj in (obj for page in pages for obj in page.data):
+            groups.setdefault(_instant(obj.created_at), []).append(obj)
+        return (
+            [len(page.data) for page in pages],
+            [sorted(group, key=lambda obj: obj.id) for group in groups.values()],
+        )
 
     def _view(self, value: Any) -> Any:
         if isinstance(value, Page):
@@ -302,21 +336,16 @@ class StoreMachine(RuleBasedStateMachine):
             return [self._view(v) for v in value]
         return value
 
-    def _own_threads(self, pages: list[Page[Any]]) -> list[Any]:
-        """This example's threads across all pages (a store without isolation lists more)."""
-        return [obj for page in pages for obj in page.data if self._short(obj.id) in THREADS]
-
     def stored_items(self) -> list[tuple[str, str, str]]:
         """(tenant, thread, item) of every item the reference model holds."""
         keys = self.reference._items  # the reference is this package's own MemoryStore
-        end = f"_{self.suffix}"
         return sorted(
-            (tenant, thread.removesuffix(end), item.removesuffix(end))
+            (tenant, str(self._short(thread)), str(self._short(item)))
             for tenant, thread, item in keys
         )
 
     def _stored(self, tenant: str, thread: str, item: str) -> ThreadItem:
-        key = (tenant, self._id(thread), self._id(item))
+        key = (tenant, self._id(thread, tenant), self._id(item, tenant))
         return self.reference._items[key].model.model_copy(deep=True)
 
     def _check(
@@ -328,10 +357,13 @@ class StoreMachine(RuleBasedStateMachine):
         view: Callable[[Any], Any] | None = None,
         *,
         read_back: bool = False,
+        cursor: bool = False,
     ) -> None:
         """Run ``call`` on both stores; fail unless they return equal values or raise alike.
 
-        ``read_back`` marks a check of the state right after the last step.
+        ``read_back`` marks a check of the state right after the last step; ``cursor`` a call
+        with an ``after`` cursor, where any exception matches NotFoundError unless the policy
+        ``unknown_cursor_not_found`` is on.
         """
         chosen = view or self._view
 
@@ -348,6 +380,9 @@ class StoreMachine(RuleBasedStateMachine):
         expected, got = self.config.bridge.run(both())
         args = ", ".join(f"{k}={v!r}" for k, v in {"tenant": tenant, **arguments}.items())
         step = f"{operation}({args})"
+        lenient = cursor and not self.config.capabilities.unknown_cursor_not_found
+        if lenient and isinstance(expected.error, NotFoundError) and got.error is not None:
+            got = expected
         if not got.same_as(expected):
             when = f", read back right after {self.last_step}" if read_back else ""
             message = (
@@ -369,7 +404,7 @@ class StoreMachine(RuleBasedStateMachine):
                 tenant,
                 "load_thread",
                 {"thread": thread},
-                lambda s, c: s.load_thread(self._id(thread), c),
+                lambda s, c: s.load_thread(self._id(thread, writer), c),
                 read_back=True,
             )
         self._check(
@@ -377,7 +412,7 @@ class StoreMachine(RuleBasedStateMachine):
             "every page of load_threads",
             {"limit": HUGE, "order": "asc"},
             lambda s, c: _walk(s, None, HUGE, "asc", c),
-            self._view if self.config.isolated else self._own_threads,
+            self._threads_view,
             read_back=True,
         )
 
@@ -386,32 +421,32 @@ class StoreMachine(RuleBasedStateMachine):
         for tenant in self.labels:
             mine = tenant == writer
             for order in ("asc", "desc") if mine and item is not None else ("asc",):
-                self._read_page(tenant, thread, order)
+                self._read_page(tenant, writer, thread, order)
             if item is not None and not mine:
                 self._check(
                     tenant,
                     "load_item",
                     {"thread": thread, "item": item},
-                    lambda s, c: s.load_item(self._id(thread), self._id(item), c),
+                    lambda s, c: s.load_item(self._id(thread, writer), self._id(item, writer), c),
                     read_back=True,
                 )
 
-    def _read_page(self, tenant: str, thread: str, order: str) -> None:
+    def _read_page(self, tenant: str, owner: str, thread: str, order: str) -> None:
         self._check(
             tenant,
             "load_thread_items",
             {"thread": thread, "after": None, "limit": HUGE, "order": order},
-            lambda s, c: s.load_thread_items(self._id(thread), None, HUGE, order, c),
+            lambda s, c: s.load_thread_items(self._id(thread, owner), None, HUGE, order, c),
             read_back=True,
         )
 
-    def _read_attachment(self, attachment: str) -> None:
+    def _read_attachment(self, writer: str, attachment: str) -> None:
         for tenant in self.labels:
             self._check(
                 tenant,
                 "load_attachment",
                 {"attachment": attachment},
-                lambda s, c: s.load_attachment(self._id(attachment), c),
+                lambda s, c: s.load_attachment(self._id(attachment, writer), c),
                 read_back=True,
             )
 
@@ -430,7 +465,7 @@ class StoreMachine(RuleBasedStateMachine):
                 "every page of load_threads",
                 {"limit": HUGE, "order": "asc"},
                 lambda s, c: _walk(s, None, HUGE, "asc", c),
-                self._view if self.config.isolated else self._own_threads,
+                self._threads_view,
             )
 
     @rule(
@@ -444,8 +479,8 @@ class StoreMachine(RuleBasedStateMachine):
         self, tenant: str, thread: str, created_at: str, title: str | None, full_thread: bool
     ) -> None:
         """save_thread of metadata, or of a full Thread with an item (as ChatKit streams it)."""
-        at = STAMPS[created_at]
-        model = models.thread(self._id(thread), at, title)
+        at = self._created_at(tenant, (self._id(thread, tenant),), STAMPS[created_at])
+        model = models.thread(self._id(thread, tenant), at, title)
         if full_thread:
             item = models.end_of_turn(model.id, at)
             model = Thread(**model.model_dump(), items=Page[ThreadItem](data=[item]))
@@ -464,10 +499,10 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "load_thread",
             {"thread": thread},
-            lambda s, c: s.load_thread(self._id(thread), c),
+            lambda s, c: s.load_thread(self._id(thread, tenant), c),
         )
 
-    @precondition(lambda self: self.config.isolated)
+    @precondition(lambda self: self.config.capabilities.thread_resave_keeps_position)
     @rule(
         tenant=_tenant, limit=_limit, after=st.sampled_from((None, *THREADS, UNKNOWN)), order=_order
     )
@@ -477,7 +512,8 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "load_threads",
             {"limit": limit, "after": after, "order": order},
-            lambda s, c: s.load_threads(limit, self._cursor(after), order, c),
+            lambda s, c: s.load_threads(limit, self._cursor(after, tenant), order, c),
+            cursor=after is not None,
         )
 
     @rule(tenant=_tenant, thread=_thread)
@@ -487,12 +523,12 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "delete_thread",
             {"thread": thread},
-            lambda s, c: s.delete_thread(self._id(thread), c),
+            lambda s, c: s.delete_thread(self._id(thread, tenant), c),
         )
         self._read_thread(tenant, thread)
         self._read_items(tenant, thread, None)
         for attachment in ATTACHMENTS:
-            self._read_attachment(attachment)
+            self._read_attachment(tenant, attachment)
 
     @rule(tenant=_tenant, thread=_thread, item=_item, kind=_kind, created_at=_stamp, text=_text)
     def add_thread_item(
@@ -508,7 +544,9 @@ class StoreMachine(RuleBasedStateMachine):
         """save_item: insert an item never added, or replace one (with any created_at)."""
         self._write_item("save_item", tenant, thread, item, kind, STAMPS[created_at], text)
 
-    @precondition(lambda self: bool(self.stored_items()))
+    @precondition(
+        lambda self: self.config.capabilities.insert_if_absent_adds and bool(self.stored_items())
+    )
     @rule(key=_stored_item)
     def retry_add_thread_item(self, key: tuple[str, str, str]) -> None:
         """add_thread_item again of a stored item, unchanged (a retry)."""
@@ -518,7 +556,9 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "retry of a stored item: add_thread_item",
             {"thread": thread, "item": item},
-            lambda s, c: s.add_thread_item(self._id(thread), stored.model_copy(deep=True), c),
+            lambda s, c: s.add_thread_item(
+                self._id(thread, tenant), stored.model_copy(deep=True), c
+            ),
         )
         self._read_items(tenant, thread, item)
 
@@ -540,9 +580,14 @@ class StoreMachine(RuleBasedStateMachine):
         created_at: datetime,
         text: str,
     ) -> None:
-        thread_id = self._id(thread)
-        model = _build_item(kind, thread_id, self._id(item), created_at, text)
+        thread_id, item_id = self._id(thread, tenant), self._id(item, tenant)
         write = "add_thread_item" if operation.endswith("add_thread_item") else "save_item"
+        stored = (tenant, thread_id, item_id) in self.reference._items
+        retry = write == "add_thread_item" and stored
+        if retry and not self.config.capabilities.insert_if_absent_adds:
+            return  # the suite never adds an id twice to a store without that policy
+        created_at = self._created_at(tenant, (thread_id, item_id), created_at)
+        model = _build_item(kind, thread_id, item_id, created_at, text)
         self._check(
             tenant,
             operation,
@@ -558,7 +603,7 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "load_item",
             {"thread": thread, "item": item},
-            lambda s, c: s.load_item(self._id(thread), self._id(item), c),
+            lambda s, c: s.load_item(self._id(thread, tenant), self._id(item, tenant), c),
         )
 
     @rule(
@@ -577,8 +622,9 @@ class StoreMachine(RuleBasedStateMachine):
             "load_thread_items",
             {"thread": thread, "after": after, "limit": limit, "order": order},
             lambda s, c: s.load_thread_items(
-                self._id(thread), self._cursor(after), limit, order, c
+                self._id(thread, tenant), self._cursor(after, tenant), limit, order, c
             ),
+            cursor=after is not None,
         )
 
     @rule(tenant=_tenant, thread=_thread, item=_item)
@@ -588,17 +634,15 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "delete_thread_item",
             {"thread": thread, "item": item},
-            lambda s, c: s.delete_thread_item(self._id(thread), self._id(item), c),
+            lambda s, c: s.delete_thread_item(self._id(thread, tenant), self._id(item, tenant), c),
         )
         self._read_items(tenant, thread, None)
 
     @rule(tenant=_tenant, thread=_maybe_thread, limit=st.sampled_from((1, 2, 3)), order=_order)
     def walk_pages(self, tenant: str, thread: str | None, limit: int, order: str) -> None:
         """Every page of the threads (thread=None) or of a thread's items, following after."""
-        thread_id = self._cursor(thread)
-        view: Callable[[Any], Any] = self._view
-        if thread is None and not self.config.isolated:
-            view = self._own_threads  # a store without isolation lists other tests' threads too
+        thread_id = self._cursor(thread, tenant)
+        view = self._threads_view if thread is None else self._view
         self._check(
             tenant,
             "every page of " + ("load_threads" if thread is None else "load_thread_items"),
@@ -607,6 +651,7 @@ class StoreMachine(RuleBasedStateMachine):
             view,
         )
 
+    @precondition(lambda self: self.config.capabilities.argument_errors)
     @rule(
         tenant=_tenant,
         thread=_maybe_thread,
@@ -617,7 +662,7 @@ class StoreMachine(RuleBasedStateMachine):
     ) -> None:
         """A limit below 1 or an order other than asc/desc raises ValueError."""
         limit, order = arguments
-        thread_id = self._cursor(thread)
+        thread_id = self._cursor(thread, tenant)
 
         def call(s: Store[Any], c: Ctx) -> Awaitable[Page[Any]]:
             if thread_id is None:
@@ -639,14 +684,16 @@ class StoreMachine(RuleBasedStateMachine):
     )
     def save_attachment(self, tenant: str, attachment: str, kind: str, thread: str | None) -> None:
         """save_attachment: insert or replace metadata, with or without a thread."""
-        model = models.ATTACHMENT_BUILDERS[kind](self._id(attachment), self._cursor(thread))
+        model = models.ATTACHMENT_BUILDERS[kind](
+            self._id(attachment, tenant), self._cursor(thread, tenant)
+        )
         self._check(
             tenant,
             "save_attachment",
             {"attachment": attachment, "kind": kind, "thread": thread},
             lambda s, c: s.save_attachment(model.model_copy(deep=True), c),
         )
-        self._read_attachment(attachment)
+        self._read_attachment(tenant, attachment)
 
     @rule(tenant=_tenant, attachment=_attachment)
     def load_attachment(self, tenant: str, attachment: str) -> None:
@@ -655,7 +702,7 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "load_attachment",
             {"attachment": attachment},
-            lambda s, c: s.load_attachment(self._id(attachment), c),
+            lambda s, c: s.load_attachment(self._id(attachment, tenant), c),
         )
 
     @rule(tenant=_tenant, attachment=_attachment)
@@ -665,17 +712,19 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "delete_attachment",
             {"attachment": attachment},
-            lambda s, c: s.delete_attachment(self._id(attachment), c),
+            lambda s, c: s.delete_attachment(self._id(attachment, tenant), c),
         )
-        self._read_attachment(attachment)
+        self._read_attachment(tenant, attachment)
 
 
 class StatefulTests(StoreFixtures):
     """Random operation sequences on the store give the same results as ``MemoryStore``.
 
     A Hypothesis state machine saves, loads, lists and deletes threads, items and attachments
-    in two tenants (one if ``Capabilities.tenant_isolation`` is off), with ids from tiny pools
-    shared by both tenants, and compares every result and exception with the reference model.
+    in two tenants, with ids from tiny pools (shared by both tenants when ids are scoped per
+    tenant), and compares every result and exception with the reference model, which follows
+    the same policies (``Capabilities``) as the store, so a policy difference never hides a
+    contract bug. An object saved again keeps its ``created_at``, as in ChatKit.
     On a divergence the failure names the operation, its arguments and both results, and
     Hypothesis prints the shrunk sequence of steps that leads there.
 
@@ -688,8 +737,10 @@ class StatefulTests(StoreFixtures):
         def stateful_settings(self) -> settings:
             return settings(stateful_settings_default(), max_examples=200)
 
-    The default settings keep no example database (``database=None``); set one in your
-    settings to replay failures across runs. Shrinking a failure replays hundreds of sequences,
+    The examples come from a seed (``CHATKIT_STORES_STATEFUL_SEED``, default 0), printed with
+    every failure: the same store always gets the same verdict, and another seed explores
+    other sequences. The default settings keep no example database (``database=None``).
+    Shrinking a failure replays hundreds of sequences,
     which takes a minute or two on a database backend. Every example uses new tenants from
     ``make_context`` and new ids, so one store fixture serves all examples.
     """
@@ -712,13 +763,48 @@ class StatefulTests(StoreFixtures):
         examples = _examples_from_env()
         if examples is not None:
             chosen = settings(chosen, max_examples=examples)
+        chosen_seed = _seed_from_env()
         bridge = _Bridge(asyncio.get_running_loop())
-        machine = StoreMachine.bind(
-            _Config(store, make_context, bridge, isolated=capabilities.tenant_isolation)
-        )
+        machine = StoreMachine.bind(_Config(store, make_context, bridge, capabilities))
+        test = seed(chosen_seed)(get_state_machine_test(machine, settings=chosen))
         try:
             # Hypothesis runs synchronously in a worker thread; store calls come back to this
             # loop, which the store (and its connection pool) is bound to.
-            await asyncio.to_thread(run_state_machine_as_test, machine, settings=chosen)
+            await asyncio.to_thread(test)
+        except Exception as error:
+            if sys.version_info >= (3, 11):
+                error.add_note(
+                    f"stateful test seed {chosen_seed}: the same seed replays the same "
+                    f"sequences ({SEED_ENV}={chosen_seed})"
+                )
+            raise
         finally:
             bridge.stopped.set()
+
+
+class _Reference(MemoryStore[Any]):
+    """``MemoryStore`` following the store's policies where they change what is stored."""
+
+    def __init__(self, capabilities: Capabilities) -> None:
+        super().__init__()
+        self.capabilities = capabilities
+
+    async def delete_thread(self, thread_id: str, context: Any) -> None:
+        """Delete as MemoryStore does; keep the attachments unless the policy removes them."""
+        kept = dict(self._attachments)
+        await super().delete_thread(thread_id, context)
+        if not self.capabilities.thread_delete_removes_attachments:
+            self._attachments.update(kept)
+
+
+def _instant(at: datetime) -> datetime:
+    """``at`` as a naive UTC datetime (naive values are taken as UTC)."""
+    return at if at.tzinfo is None else at.astimezone(_UTC).replace(tzinfo=None)
+
+
+def _seed_from_env() -> int:
+    raw = os.environ.get(SEED_ENV, "").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV} must be an integer, got {raw!r}") from None

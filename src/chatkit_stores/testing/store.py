@@ -8,7 +8,8 @@ fresh random ids, so a shared database needs no cleaning between tests.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import math
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from chatkit.store import NotFoundError, Store
 from chatkit.types import LockedStatus, Page, Thread, ThreadMetadata
 
 from . import models
-from .capabilities import requires
-from .fixtures import Ctx, Reopen, StoreFixtures, add_items, collect
+from .capabilities import Capabilities, requires
+from .fixtures import Ctx, Reopen, StoreFixtures, add_items, collect, expect_error, expect_ok
 from .models import T0, new_id
+
+MISSING = "ChatKit's server turns NotFoundError into a 'not found' answer; raise it for"
 
 
 class ThreadTests(StoreFixtures):
@@ -73,13 +76,19 @@ class ThreadTests(StoreFixtures):
     @pytest.mark.asyncio
     async def test_load_missing_thread(self, store: Store[Any], context: Ctx) -> None:
         """Loading a missing thread raises NotFoundError."""
-        with pytest.raises(NotFoundError):
-            await store.load_thread(new_id("thr"), context)
+        await expect_error(
+            store.load_thread(new_id("thr"), context),
+            NotFoundError,
+            f"load_thread of a missing thread: {MISSING} a missing thread",
+        )
 
     @pytest.mark.asyncio
     async def test_delete_missing_thread_is_noop(self, store: Store[Any], context: Ctx) -> None:
         """Deleting a missing thread is a no-op."""
-        await store.delete_thread(new_id("thr"), context)
+        await expect_ok(
+            store.delete_thread(new_id("thr"), context),
+            "delete_thread of a missing thread must be a no-op (a retried delete is normal)",
+        )
 
     @pytest.mark.asyncio
     async def test_loaded_model_is_not_aliased(
@@ -161,16 +170,16 @@ class ItemTests(StoreFixtures):
         )
 
     @pytest.mark.asyncio
+    @requires("insert_if_absent_adds")
     async def test_add_is_idempotent(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
         """Adding the same item twice (a retry) does not duplicate it."""
         items = await add_items(store, saved_thread, 3, context, step=timedelta(seconds=1))
-        await store.add_thread_item(saved_thread.id, items[0], context)
+        retry = "adding the same item twice (a retry) must not duplicate it: insert if absent"
+        await expect_ok(store.add_thread_item(saved_thread.id, items[0], context), retry)
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
-        assert ids == [i.id for i in items], (
-            "adding the same item twice (a retry) must not duplicate it"
-        )
+        assert ids == [i.id for i in items], retry
 
     @pytest.mark.asyncio
     async def test_save_item_keeps_position(
@@ -182,7 +191,8 @@ class ItemTests(StoreFixtures):
         await store.save_item(saved_thread.id, updated, context)
         page = await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
         assert [i.id for i in page.data] == [i.id for i in items], (
-            "an updated item must keep its place"
+            "an updated item must keep its place (ChatKit updates items in place while "
+            "streaming): update the row and keep its insertion sequence, not DELETE + INSERT"
         )
         assert page.data[0] == updated, "save_item must replace the stored item"
 
@@ -192,19 +202,25 @@ class ItemTests(StoreFixtures):
     ) -> None:
         """save_item of an item never added inserts it (upsert)."""
         item = models.client_tool_call(saved_thread.id)
-        await store.save_item(saved_thread.id, item, context)
-        assert await store.load_item(saved_thread.id, item.id, context) == item, (
-            "save_item must upsert: ChatKit may save an item it never added"
-        )
+        upsert = "save_item must upsert: ChatKit may save an item it never added"
+        await expect_ok(store.save_item(saved_thread.id, item, context), upsert)
+        loaded = await expect_ok(store.load_item(saved_thread.id, item.id, context), upsert)
+        assert loaded == item, upsert
 
     @pytest.mark.asyncio
     async def test_missing_items(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
         """Missing items raise NotFoundError; deleting one is a no-op; unknown threads are empty."""
-        with pytest.raises(NotFoundError):
-            await store.load_item(saved_thread.id, new_id("msg"), context)
-        await store.delete_thread_item(saved_thread.id, new_id("msg"), context)
+        await expect_error(
+            store.load_item(saved_thread.id, new_id("msg"), context),
+            NotFoundError,
+            f"load_item of a missing item: {MISSING} a missing item",
+        )
+        await expect_ok(
+            store.delete_thread_item(saved_thread.id, new_id("msg"), context),
+            "delete_thread_item of a missing item must be a no-op",
+        )
         page = await store.load_thread_items(new_id("thr"), None, 10, "desc", context)
         assert page.data == [] and not page.has_more, "an unknown thread has an empty page"
 
@@ -217,8 +233,11 @@ class ItemTests(StoreFixtures):
         await store.delete_thread_item(saved_thread.id, items[1].id, context)
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
         assert ids == [items[0].id, items[2].id]
-        with pytest.raises(NotFoundError):
-            await store.load_item(saved_thread.id, items[1].id, context)
+        await expect_error(
+            store.load_item(saved_thread.id, items[1].id, context),
+            NotFoundError,
+            "delete_thread_item must delete the item: it still loads",
+        )
 
     @pytest.mark.asyncio
     async def test_item_is_scoped_to_its_thread(
@@ -227,8 +246,11 @@ class ItemTests(StoreFixtures):
         """An item is found only through its own thread."""
         item = models.end_of_turn(saved_thread.id)
         await store.add_thread_item(saved_thread.id, item, context)
-        with pytest.raises(NotFoundError):
-            await store.load_item(new_id("thr"), item.id, context)
+        await expect_error(
+            store.load_item(new_id("thr"), item.id, context),
+            NotFoundError,
+            "load_item must find an item only through its own thread: filter by thread id too",
+        )
 
     @pytest.mark.asyncio
     async def test_hostile_ids(self, store: Store[Any], context: Ctx) -> None:
@@ -243,8 +265,11 @@ class ItemTests(StoreFixtures):
             )
             page = await store.load_thread_items(thread_id, None, 10, "asc", context)
             assert len(page.data) == 1, f"thread {thread_id!r} must see only its own item"
-        with pytest.raises(NotFoundError):
-            await store.load_thread("%", context)
+        await expect_error(
+            store.load_thread("%", context),
+            NotFoundError,
+            "the id '%' must match only itself: compare ids with =, never LIKE",
+        )
 
 
 class OrderingTests(StoreFixtures):
@@ -268,9 +293,14 @@ class OrderingTests(StoreFixtures):
         if order == "desc":
             expected.reverse()
         ids, pages = await collect(store, saved_thread.id, order, limit, context)
-        assert sorted(ids) == sorted(expected), "pagination lost or repeated items (has_more/after)"
+        assert sorted(ids) == sorted(expected), (
+            f"pagination lost or repeated items ({order}, limit {limit}): page by "
+            "(created_at, an insertion sequence) so that equal timestamps keep their order "
+            "across pages, and set has_more/after from a limit + 1 read"
+        )
         assert ids == expected, (
-            f"items must come in created_at order, ties in insertion order ({order})"
+            f"items must come in created_at order, ties in insertion order ({order}): "
+            "order by (created_at, an insertion sequence), reversed for desc"
         )
         _check_pages(pages, limit)
 
@@ -290,11 +320,33 @@ class OrderingTests(StoreFixtures):
         for limit in (1, 4, 6, 100):
             ids, pages = await collect(store, None, order, limit, context)
             assert ids == expected, (
-                f"threads must come in created_at order ({order}, limit {limit})"
+                f"threads must come in created_at order, ties in insertion order ({order}, "
+                f"limit {limit}): page by (created_at, an insertion sequence)"
             )
             _check_pages(pages, limit)
 
     @pytest.mark.asyncio
+    async def test_aware_timestamps_order_by_instant(
+        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+    ) -> None:
+        """Aware timestamps in different zones order by their instant, not their wall clock."""
+        utc = models.TIMESTAMPS["utc"]
+        stamps = [
+            (utc + timedelta(seconds=2)).astimezone(timezone(timedelta(hours=-8))),
+            utc.astimezone(timezone(timedelta(hours=5, minutes=30))),
+            utc + timedelta(seconds=1),
+        ]
+        items = [models.end_of_turn(saved_thread.id, at) for at in stamps]
+        for item in items:
+            await store.add_thread_item(saved_thread.id, item, context)
+        ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
+        assert ids == [items[1].id, items[2].id, items[0].id], (
+            "aware timestamps must order by their instant: compare them in UTC, "
+            "not as text or wall-clock time"
+        )
+
+    @pytest.mark.asyncio
+    @requires("naive_is_utc")
     async def test_aware_and_naive_order_together(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -307,9 +359,12 @@ class OrderingTests(StoreFixtures):
         await store.add_thread_item(saved_thread.id, later, context)
         await store.add_thread_item(saved_thread.id, earlier, context)
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
-        assert ids == [earlier.id, later.id], "aware timestamps order by their UTC instant"
+        assert ids == [earlier.id, later.id], (
+            "a naive created_at must order as UTC next to aware ones (policy naive_is_utc)"
+        )
 
     @pytest.mark.asyncio
+    @requires("thread_resave_keeps_position")
     async def test_save_thread_keeps_position(self, store: Store[Any], context: Ctx) -> None:
         """Saving a thread again does not move it in the list."""
         threads = [models.thread(created_at=T0) for _ in range(3)]
@@ -318,25 +373,33 @@ class OrderingTests(StoreFixtures):
         threads[0].title = "renamed"
         await store.save_thread(threads[0], context)
         ids, _ = await collect(store, None, "asc", 10, context)
-        assert ids == [t.id for t in threads], "saving a thread again must not move it"
+        assert ids == [t.id for t in threads], (
+            "saving a thread again must not move it among threads of the same created_at: "
+            "update the row and keep its insertion sequence, not DELETE + INSERT"
+        )
 
     @pytest.mark.asyncio
     async def test_unknown_cursor(
-        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
+        self,
+        store: Store[Any],
+        saved_thread: ThreadMetadata,
+        context: Ctx,
+        capabilities: Capabilities,
     ) -> None:
-        """An after cursor naming nothing raises NotFoundError instead of restarting."""
+        """An after cursor naming nothing raises (NotFoundError by policy), never restarts."""
         await add_items(store, saved_thread, 2, context, step=timedelta(seconds=1))
-        for order in ("asc", "desc"):
-            with pytest.raises(NotFoundError):
-                await store.load_thread_items(saved_thread.id, new_id("msg"), 10, order, context)
-            with pytest.raises(NotFoundError):
-                await store.load_threads(10, new_id("thr"), order, context)
         other = models.thread()
         await store.save_thread(other, context)
         [foreign] = await add_items(store, other, 1, context, step=None)
         for order in ("asc", "desc"):
-            with pytest.raises(NotFoundError):  # a cursor is only an item of this thread
-                await store.load_thread_items(saved_thread.id, foreign.id, 10, order, context)
+            for what, after in [
+                ("an unknown item", new_id("msg")),
+                ("another thread's item", foreign.id),
+            ]:
+                page = store.load_thread_items(saved_thread.id, after, 10, order, context)
+                await expect_cursor_error(page, capabilities, f"{what} ({order})")
+            threads = store.load_threads(10, new_id("thr"), order, context)
+            await expect_cursor_error(threads, capabilities, f"an unknown thread ({order})")
 
     @pytest.mark.asyncio
     async def test_cursor_on_last_item(
@@ -348,20 +411,28 @@ class OrderingTests(StoreFixtures):
         assert page.data == [] and not page.has_more and page.after is None
 
     @pytest.mark.asyncio
+    @requires("argument_errors")
     async def test_bad_arguments(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
         """An order other than asc/desc, or a limit below 1, raises ValueError."""
         for order in ("ASC", "random", "created_at; DROP TABLE x", ""):
-            with pytest.raises(ValueError):
-                await store.load_thread_items(saved_thread.id, None, 10, order, context)
-            with pytest.raises(ValueError):
-                await store.load_threads(10, None, order, context)
+            why = (
+                f"order={order!r} must raise ValueError: accept only 'asc' and 'desc', "
+                "and never build SQL from its text"
+            )
+            await expect_error(
+                store.load_thread_items(saved_thread.id, None, 10, order, context), ValueError, why
+            )
+            await expect_error(store.load_threads(10, None, order, context), ValueError, why)
         for limit in (0, -1):
-            with pytest.raises(ValueError):
-                await store.load_thread_items(saved_thread.id, None, limit, "asc", context)
-            with pytest.raises(ValueError):
-                await store.load_threads(limit, None, "asc", context)
+            why = f"limit={limit} must raise ValueError (a page holds at least one object)"
+            await expect_error(
+                store.load_thread_items(saved_thread.id, None, limit, "asc", context),
+                ValueError,
+                why,
+            )
+            await expect_error(store.load_threads(limit, None, "asc", context), ValueError, why)
 
     @pytest.mark.asyncio
     async def test_huge_limit(
@@ -369,8 +440,25 @@ class OrderingTests(StoreFixtures):
     ) -> None:
         """A huge limit (a client can send one) is served, not an error."""
         items = await add_items(store, saved_thread, 3, context, step=timedelta(seconds=1))
-        page = await store.load_thread_items(saved_thread.id, None, 10**9, "asc", context)
-        assert [i.id for i in page.data] == [i.id for i in items] and not page.has_more
+        huge = "ChatKit passes the client's limit through uncapped: clamp a huge limit, never raise"
+        page = await expect_ok(
+            store.load_thread_items(saved_thread.id, None, 10**9, "asc", context), huge
+        )
+        assert [i.id for i in page.data] == [i.id for i in items] and not page.has_more, huge
+
+
+async def expect_cursor_error(call: Any, capabilities: Capabilities, what: str) -> None:
+    """An unknown cursor must raise; NotFoundError unless that policy is off."""
+    restart = (
+        f"an after cursor naming {what} must raise, never restart from the first page "
+        "(ChatKit's reverse pagination would loop forever): look the cursor up first"
+    )
+    raised = await expect_error(call, Exception, restart)
+    if capabilities.unknown_cursor_not_found:
+        assert isinstance(raised, NotFoundError), (
+            f"an after cursor naming {what} must raise NotFoundError, not "
+            f"{type(raised).__name__} (policy unknown_cursor_not_found)"
+        )
 
 
 def _check_pages(pages: list[Page[Any]], limit: int) -> None:
@@ -413,9 +501,15 @@ class AttachmentMetadataTests(StoreFixtures):
     @pytest.mark.asyncio
     async def test_missing_attachment(self, store: Store[Any], context: Ctx) -> None:
         """A missing attachment raises NotFoundError on load; deleting it is a no-op."""
-        with pytest.raises(NotFoundError):
-            await store.load_attachment(new_id("atc"), context)
-        await store.delete_attachment(new_id("atc"), context)
+        await expect_error(
+            store.load_attachment(new_id("atc"), context),
+            NotFoundError,
+            f"load_attachment of a missing attachment: {MISSING} a missing attachment",
+        )
+        await expect_ok(
+            store.delete_attachment(new_id("atc"), context),
+            "delete_attachment of a missing attachment must be a no-op",
+        )
 
     @pytest.mark.asyncio
     async def test_delete_attachment(self, store: Store[Any], context: Ctx) -> None:
@@ -423,20 +517,46 @@ class AttachmentMetadataTests(StoreFixtures):
         attachment = models.image_attachment()
         await store.save_attachment(attachment, context)
         await store.delete_attachment(attachment.id, context)
-        with pytest.raises(NotFoundError):
-            await store.load_attachment(attachment.id, context)
+        await expect_error(
+            store.load_attachment(attachment.id, context),
+            NotFoundError,
+            "delete_attachment must delete the metadata: it still loads",
+        )
 
 
 class DeleteThreadTests(StoreFixtures):
-    """delete_thread removes the thread, its items and its attachments' metadata, nothing else."""
+    """delete_thread removes the thread and its items (and, by policy, its attachments)."""
 
     @pytest.mark.asyncio
     async def test_delete_cascades(self, store: Store[Any], context: Ctx) -> None:
-        """delete_thread removes the thread, its items and its attachments, nothing else."""
+        """delete_thread removes the thread and its items, nothing else."""
         doomed, kept = models.thread(), models.thread()
         for thread in (doomed, kept):
             await store.save_thread(thread, context)
             await add_items(store, thread, 3, context, step=timedelta(seconds=1))
+
+        await store.delete_thread(doomed.id, context)
+
+        await expect_error(
+            store.load_thread(doomed.id, context),
+            NotFoundError,
+            "delete_thread must delete the thread: it still loads",
+        )
+        page = await store.load_thread_items(doomed.id, None, 10, "asc", context)
+        assert page.data == [], "delete_thread must delete the thread's items too"
+        assert await store.load_thread(kept.id, context) == kept, (
+            "delete_thread must leave other threads alone"
+        )
+        kept_items = await store.load_thread_items(kept.id, None, 10, "asc", context)
+        assert len(kept_items.data) == 3, "delete_thread must leave other threads' items alone"
+
+    @pytest.mark.asyncio
+    @requires("thread_delete_removes_attachments")
+    async def test_delete_removes_attachments(self, store: Store[Any], context: Ctx) -> None:
+        """delete_thread removes its attachments' metadata, not other threads' or loose ones."""
+        doomed, kept = models.thread(), models.thread()
+        for thread in (doomed, kept):
+            await store.save_thread(thread, context)
         gone = models.file_attachment(thread_id=doomed.id)
         stays = models.file_attachment(thread_id=kept.id)
         loose = models.file_attachment()
@@ -445,23 +565,24 @@ class DeleteThreadTests(StoreFixtures):
 
         await store.delete_thread(doomed.id, context)
 
-        with pytest.raises(NotFoundError):
-            await store.load_thread(doomed.id, context)
-        page = await store.load_thread_items(doomed.id, None, 10, "asc", context)
-        assert page.data == [], "delete_thread must delete the thread's items"
-        with pytest.raises(NotFoundError):
-            await store.load_attachment(gone.id, context)
-        assert await store.load_thread(kept.id, context) == kept
-        assert len((await store.load_thread_items(kept.id, None, 10, "asc", context)).data) == 3
-        await store.load_attachment(stays.id, context)
-        await store.load_attachment(loose.id, context)
+        await expect_error(
+            store.load_attachment(gone.id, context),
+            NotFoundError,
+            "delete_thread must delete the metadata of the thread's attachments "
+            "(policy thread_delete_removes_attachments)",
+        )
+        for attachment in (stays, loose):
+            await expect_ok(
+                store.load_attachment(attachment.id, context),
+                "delete_thread must leave other threads' and loose attachments alone",
+            )
 
 
-@requires("tenant_isolation")
 class TenantIsolationTests(StoreFixtures):
-    """Another tenant's object is indistinguishable from a missing one."""
+    """Another tenant's object is indistinguishable from a missing one (a security rule)."""
 
     @pytest.mark.asyncio
+    @requires("tenant_id_scopes")
     async def test_same_ids_are_separate_objects(
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:
@@ -481,52 +602,74 @@ class TenantIsolationTests(StoreFixtures):
         await store.save_attachment(attachment, context)
         await store.save_attachment(attachment.model_copy(update={"name": "theirs"}), other_context)
 
-        assert (await store.load_thread(thread_id, context)).title == "mine"
-        assert (await store.load_thread(thread_id, other_context)).title == "theirs"
-        assert await store.load_item(thread_id, item.id, context) == item
-        assert await store.load_item(thread_id, item.id, other_context) == their_item
-        assert (await store.load_attachment(attachment.id, context)).name == attachment.name
+        scoped = (
+            "ids are scoped per tenant (policy tenant_id_scopes): key every row by tenant first"
+        )
+        assert (await store.load_thread(thread_id, context)).title == "mine", scoped
+        assert (await store.load_thread(thread_id, other_context)).title == "theirs", scoped
+        assert await store.load_item(thread_id, item.id, context) == item, scoped
+        assert await store.load_item(thread_id, item.id, other_context) == their_item, scoped
+        assert (await store.load_attachment(attachment.id, context)).name == attachment.name, scoped
 
         await store.delete_thread(thread_id, other_context)
         await store.delete_attachment(attachment.id, other_context)
         assert (await store.load_thread(thread_id, context)).title == "mine", (
             "deleting a thread in one tenant must not touch the same id in another"
         )
-        assert await store.load_item(thread_id, item.id, context) == item
-        assert await store.load_attachment(attachment.id, context) == attachment
+        assert await store.load_item(thread_id, item.id, context) == item, scoped
+        assert await store.load_attachment(attachment.id, context) == attachment, scoped
 
     @pytest.mark.asyncio
     async def test_other_tenant_sees_nothing(
-        self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, other_context: Ctx
+        self,
+        store: Store[Any],
+        saved_thread: ThreadMetadata,
+        context: Ctx,
+        other_context: Ctx,
+        capabilities: Capabilities,
     ) -> None:
         """Another tenant's objects look missing and cannot be changed."""
         items = await add_items(store, saved_thread, 2, context, step=timedelta(seconds=1))
         attachment = models.image_attachment(thread_id=saved_thread.id)
         await store.save_attachment(attachment, context)
 
-        with pytest.raises(NotFoundError):
-            await store.load_thread(saved_thread.id, other_context)
-        with pytest.raises(NotFoundError):
-            await store.load_item(saved_thread.id, items[0].id, other_context)
-        with pytest.raises(NotFoundError):
-            await store.load_attachment(attachment.id, other_context)
+        leak = "another tenant's {} must look missing (NotFoundError): filter every query by tenant"
+        await expect_error(
+            store.load_thread(saved_thread.id, other_context), NotFoundError, leak.format("thread")
+        )
+        await expect_error(
+            store.load_item(saved_thread.id, items[0].id, other_context),
+            NotFoundError,
+            leak.format("item"),
+        )
+        await expect_error(
+            store.load_attachment(attachment.id, other_context),
+            NotFoundError,
+            leak.format("attachment") + " (else a user adopts another's file by sending its id)",
+        )
         page = await store.load_thread_items(saved_thread.id, None, 10, "asc", other_context)
-        assert page.data == [], "another tenant's thread must look empty"
-        with pytest.raises(NotFoundError):
-            await store.load_thread_items(saved_thread.id, items[0].id, 10, "asc", other_context)
-        with pytest.raises(NotFoundError):
-            await store.load_threads(10, saved_thread.id, "asc", other_context)
+        assert page.data == [], "another tenant's thread must look empty: filter items by tenant"
+        await expect_cursor_error(
+            store.load_thread_items(saved_thread.id, items[0].id, 10, "asc", other_context),
+            capabilities,
+            "another tenant's item",
+        )
+        await expect_cursor_error(
+            store.load_threads(10, saved_thread.id, "asc", other_context),
+            capabilities,
+            "another tenant's thread",
+        )
         ids, _ = await collect(store, None, "asc", 10, other_context)
-        assert saved_thread.id not in ids
+        assert saved_thread.id not in ids, "load_threads must list only the caller's threads"
 
         await store.delete_thread_item(saved_thread.id, items[0].id, other_context)
         await store.delete_attachment(attachment.id, other_context)
         await store.delete_thread(saved_thread.id, other_context)
-        assert await store.load_thread(saved_thread.id, context) == saved_thread
-        assert (
-            await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
-        ).data == items
-        assert await store.load_attachment(attachment.id, context) == attachment
+        untouched = "another tenant's delete must have no effect: filter deletes by tenant"
+        assert await store.load_thread(saved_thread.id, context) == saved_thread, untouched
+        mine = await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
+        assert mine.data == items, untouched
+        assert await store.load_attachment(attachment.id, context) == attachment, untouched
 
 
 @requires("concurrent_writes")
@@ -564,23 +707,81 @@ class ConcurrencyTests(StoreFixtures):
             )
 
 
+ID_SAMPLE = 256
+"""How many ids the entropy check draws."""
+
+ID_PREFIXES = [("message", "msg_"), ("tool_call", "tc_"), ("task", "tsk_"), ("workflow", "wf_")]
+
+
+def estimated_bits(ids: list[str]) -> float:
+    """Random bits per id, estimated as the sum over character positions of log2(distinct
+    characters seen there). Deterministic in practice: with 256 ids every symbol of a hex or
+    base64 alphabet shows up at a random position. A counter or clock scores low; it is a
+    check of the ids' shape, and cannot see through a hash of a counter."""
+    width = max(map(len, ids), default=0)
+    seen = [{i[at] for i in ids if len(i) > at} for at in range(width)]
+    return sum(math.log2(len(chars)) for chars in seen if chars)
+
+
 class IdTests(StoreFixtures):
-    """Generated ids keep ChatKit's prefixes and do not collide."""
+    """Generated ids are distinct; by policy they keep ChatKit's prefixes and 96 random bits."""
 
     @pytest.mark.asyncio
-    async def test_generated_ids(self, store: Store[Any], context: Ctx) -> None:
-        """Generated ids keep ChatKit's prefixes and do not collide."""
+    async def test_generated_ids_are_distinct(self, store: Store[Any], context: Ctx) -> None:
+        """A few generated thread and item ids are non-empty and all different."""
         thread = models.thread()
-        thread_ids = {store.generate_thread_id(context) for _ in range(20_000)}
-        assert len(thread_ids) == 20_000, "generated thread ids must not collide"
-        assert all(t.startswith("thr_") for t in thread_ids)
-        for kind, prefix in [
-            ("message", "msg_"),
-            ("tool_call", "tc_"),
-            ("task", "tsk_"),
-            ("workflow", "wf_"),
-        ]:
-            assert store.generate_item_id(kind, thread, context).startswith(prefix)  # type: ignore[arg-type]
+        # Few ids, so that even ChatKit's 32-bit default collides once in ~10^8 runs.
+        thread_ids = [store.generate_thread_id(context) for _ in range(20)]
+        item_ids = [
+            store.generate_item_id(kind, thread, context)  # type: ignore[arg-type]
+            for kind, _ in ID_PREFIXES
+            for _ in range(5)
+        ]
+        for ids, what in [(thread_ids, "thread"), (item_ids, "item")]:
+            assert all(isinstance(i, str) and i for i in ids), (
+                f"generated {what} ids must be non-empty strings, got e.g. {ids[:3]!r}"
+            )
+            assert len(set(ids)) == len(ids), (
+                f"20 generated {what} ids collide: ids need many random bits "
+                f"(e.g. secrets.token_hex(16)), got e.g. {ids[:3]!r}"
+            )
+
+    @pytest.mark.asyncio
+    @requires("id_prefixes")
+    async def test_generated_id_prefixes(self, store: Store[Any], context: Ctx) -> None:
+        """Generated ids keep ChatKit's prefixes (thr_, msg_, tc_, tsk_, wf_)."""
+        thread = models.thread()
+        thread_id = store.generate_thread_id(context)
+        assert thread_id.startswith("thr_"), (
+            f"generated thread id {thread_id!r} lacks ChatKit's 'thr_' prefix (policy "
+            "id_prefixes): keep the prefix of chatkit.store.default_generate_id"
+        )
+        for kind, prefix in ID_PREFIXES:
+            item_id = store.generate_item_id(kind, thread, context)  # type: ignore[arg-type]
+            assert item_id.startswith(prefix), (
+                f"generated {kind} id {item_id!r} lacks ChatKit's {prefix!r} prefix "
+                "(policy id_prefixes)"
+            )
+
+    @pytest.mark.asyncio
+    @requires("id_entropy")
+    async def test_generated_id_entropy(self, store: Store[Any], context: Ctx) -> None:
+        """Generated thread and message ids carry at least 96 random bits (measured, no luck)."""
+        thread = models.thread()
+        samples = {
+            "thread": [store.generate_thread_id(context) for _ in range(ID_SAMPLE)],
+            "message": [
+                store.generate_item_id("message", thread, context) for _ in range(ID_SAMPLE)
+            ],
+        }
+        for what, ids in samples.items():
+            bits = estimated_bits(ids)
+            assert bits >= 96, (
+                f"generated {what} ids carry about {bits:.0f} random bits (distinct characters "
+                f"per position over {ID_SAMPLE} ids, e.g. {ids[0]!r}); policy id_entropy wants "
+                "96 (ChatKit's default 32 make a collision likely within ~77,000 ids): "
+                "generate them from e.g. secrets.token_hex(16)"
+            )
 
 
 @requires("durability")

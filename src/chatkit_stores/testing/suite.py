@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
+from . import store
 from .races import RaceTests
 from .server import ServerTests
 from .stateful import StatefulTests
-from .store import (
-    AttachmentMetadataTests,
-    ConcurrencyTests,
-    DeleteThreadTests,
-    DurabilityTests,
-    IdTests,
-    ItemTests,
-    OrderingTests,
-    TenantIsolationTests,
-    ThreadTests,
-)
 
 
 class StoreTests(
-    ThreadTests,
-    ItemTests,
-    OrderingTests,
-    AttachmentMetadataTests,
-    DeleteThreadTests,
-    TenantIsolationTests,
-    ConcurrencyTests,
+    store.ThreadTests,
+    store.ItemTests,
+    store.OrderingTests,
+    store.AttachmentMetadataTests,
+    store.DeleteThreadTests,
+    store.TenantIsolationTests,
+    store.ConcurrencyTests,
     RaceTests,
-    DurabilityTests,
-    IdTests,
+    store.DurabilityTests,
+    store.IdTests,
     ServerTests,
     StatefulTests,
 ):
