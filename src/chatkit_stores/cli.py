@@ -51,11 +51,13 @@ generator function, an async function or plain callable returning a Store, or a 
 A returned store is closed with its close() after the test; a context manager or generator
 must release it itself. MODULE may also define, all optional:
 
-  capabilities   a chatkit_stores.testing.Capabilities: features the store lacks
+  capabilities   a chatkit_stores.testing.Capabilities: policies the store does not follow
+                 and features it lacks, e.g. Capabilities.opt_out(id_prefixes="why")
   make_context   a zero-argument callable returning a request context of a new tenant
                  (default: {"user_id": <random>})
   reopen         async (store) -> store: close the store and open a new one on the same
                  data; runs the durability tests, which skip without it
+  expected_failures  {"test_name": "reason", ...}: known gaps, run as strict xfails
 
 Example my_conformance.py:
 
@@ -64,7 +66,7 @@ Example my_conformance.py:
       async with MyStore(DATABASE_URL) as store:
           yield store
 
-  capabilities = Capabilities(concurrent_writes=False)
+  capabilities = Capabilities.opt_out(concurrent_writes="one connection")
 
   $ chatkit-stores conformance my_conformance:make_store -q -x
 
