@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -270,3 +271,28 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning (broken link, missing example) fails it."""
     session.install(".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", str(session.create_tmp() + "/site"))
+
+
+PGBOUNCER_URL = "CHATKIT_STORES_PGBOUNCER_URL"
+
+
+@nox.session(venv_backend="none")
+def pgbouncer(session: nox.Session) -> None:
+    """The PostgreSQL conformance suite through PgBouncer in transaction mode, from a plain URL.
+
+    Needs CHATKIT_STORES_PGBOUNCER_URL (``.ci/pgbouncer/pgbouncer start DIR`` gives
+    postgresql://postgres@127.0.0.1:6432/DB). Runs in nox's own environment (no install: seconds,
+    not minutes, in CI after the test command). ``-- --faults`` adds the fault suite's concurrent
+    writers (tests/faults/test_connection_faults.py), not run by CI yet: its fault proxy leaves
+    reconnecting clients in its listen backlog during the refusal window (see docs/scaling.md).
+    """
+    url = os.environ.get(PGBOUNCER_URL)
+    if not url:
+        session.error(f"set {PGBOUNCER_URL} (PgBouncer in transaction mode, see .ci/pgbouncer)")
+    env = {"CHATKIT_STORES_POSTGRES_URL": url}
+    args = [arg for arg in session.posargs if arg != "--faults"]
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    session.run(*pytest, "tests/test_stores.py::TestPostgresStore", *args, env=env)
+    if "--faults" in session.posargs:
+        faults = "tests/faults/test_connection_faults.py"
+        session.run(*pytest, "-s", faults, "-k", "postgres", *args, env=env)
