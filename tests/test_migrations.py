@@ -227,11 +227,27 @@ def schema_diff(url: str, prefix: str, metadata: sa.MetaData) -> list[Any]:
                 ),
             },
         )
-        differences: list[Any] = list(compare_metadata(context, metadata))
+        elsewhere = {  # what only another dialect makes (Alembic ignores ``ddl_if``)
+            item.name
+            for table in metadata.sorted_tables
+            for item in [*table.indexes, *table.constraints]
+            if not made_on(item, conn.dialect)
+        }
+        differences: list[Any] = [
+            change
+            for change in compare_metadata(context, metadata)
+            if not (change[0] in ("add_index", "add_constraint") and change[1].name in elsewhere)
+        ]
         inspector = sa.inspect(conn)
         for table in metadata.sorted_tables:
             if not inspector.has_table(table.name):
                 continue  # compare_metadata reported it
+            # Alembic compares no primary keys; SQLite numbers only an INTEGER PRIMARY KEY.
+            key = [c.name for c in table.primary_key.columns]
+            want_key = ["seq"] if conn.dialect.name == "sqlite" else key
+            found_key = inspector.get_pk_constraint(table.name)["constrained_columns"]
+            if found_key != want_key:
+                differences.append(("primary key", table.name, found_key, want_key))
             found = {
                 c["name"]: spelled(c["type"], conn.dialect)
                 for c in inspector.get_columns(table.name)
@@ -248,6 +264,13 @@ def schema_diff(url: str, prefix: str, metadata: sa.MetaData) -> list[Any]:
         return differences
 
     return on(url, work)
+
+
+def made_on(item: sa.Index | sa.Constraint, dialect: sa.Dialect) -> bool:
+    """Whether an index or constraint is made on ``dialect`` (its ``ddl_if``)."""
+    condition = item._ddl_if
+    names = condition.dialect if condition is not None else None
+    return names is None or dialect.name in ((names,) if isinstance(names, str) else names)
 
 
 def model_with_test_revision(prefix: str) -> sa.MetaData:
@@ -406,6 +429,10 @@ def test_migrated_schema_is_the_live_model(url: str, prefix: str, revision_dir: 
             next(c for c in t.threads.constraints if isinstance(c, sa.UniqueConstraint))
         )
 
+    def seq_alone_key(t: Any) -> None:
+        t.items.c.tenant.primary_key = False
+        t.items.append_constraint(sa.PrimaryKeyConstraint("seq"))
+
     changes: list[Callable[[Any], None]] = [
         lambda t: setattr(t.items.c.type, "type", sa.String(65)),
         lambda t: setattr(t.threads.c.id, "type", sa.Text()),
@@ -413,6 +440,8 @@ def test_migrated_schema_is_the_live_model(url: str, prefix: str, revision_dir: 
         drop_index,
         drop_unique,
     ]
+    if make_url(url).get_backend_name() != "sqlite":  # where the key is tenant first
+        changes.append(seq_alone_key)
     if make_url(url).get_backend_name() == "mysql":  # where these types differ
         changes += [
             lambda t: setattr(t.threads.c.created_at, "type", sa.DateTime()),
@@ -589,7 +618,7 @@ def test_tables_made_before_migrations_are_adopted_with_stamp(
     url: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the refusal message advises, for tables ``create_all`` made from the first model."""
-    on(url, make_tables(prefix).metadata.create_all)
+    on(url, first_model(prefix).create_all)
     # The first model had no thread version (added by 0002).
     on(url, lambda conn: conn.exec_driver_sql(f"ALTER TABLE {prefix}threads DROP COLUMN version"))
     with pytest.raises(MigrationError, match="stamp URL 0001"):
@@ -597,6 +626,16 @@ def test_tables_made_before_migrations_are_adopted_with_stamp(
     assert cli(capsys, "stamp", url, "0001", "--table-prefix", prefix)[0] == 0
     assert cli(capsys, "migrate", url, "--table-prefix", prefix)[0] == 0
     assert run(migrations.current(url, prefix=prefix)) == SHIPPED_HEAD
+
+
+def first_model(prefix: str) -> sa.MetaData:
+    """The model of revision 0001 (before 0003: ``seq`` alone is the primary key)."""
+    t = make_tables(prefix)
+    for table in (t.threads, t.items, t.attachments):
+        table.c.tenant.primary_key = False
+        table.append_constraint(sa.PrimaryKeyConstraint("seq"))
+        table.constraints -= {c for c in table.constraints if str(c.name).endswith("_seq")}
+    return t.metadata
 
 
 def create_foreign_threads(url: str, prefix: str) -> None:
@@ -667,12 +706,17 @@ def test_stamp_checks_the_columns_of_the_revision(
     assert "`chatkit-stores migrate URL` creates them" in err
     assert tables(url, prefix) == {}, "nothing was created"
 
-    on(url, make_tables(prefix).metadata.create_all)  # the newest model: revision 0002
+    # The newest model: revision 0003 (SQLite keeps seq alone as the key, as in first_model).
+    newest = first_model if url.startswith("sqlite") else lambda p: make_tables(p).metadata
+    on(url, newest(prefix).create_all)
     code, _, err = cli(capsys, "stamp", url, "0001", *p)
     assert code == 1 and f"{prefix}threads already has version (of a later revision)" in err
-    assert "record that with `chatkit-stores stamp URL 0002`" in err
-    assert cli(capsys, "stamp", url, "0002", *p)[0] == 0
-    assert versions(url, version_table(prefix)) == ["0002"]
+    assert "record that with `chatkit-stores stamp URL 0003`" in err
+    if not url.startswith("sqlite"):
+        code, _, err = cli(capsys, "stamp", url, "0002", *p)
+        assert code == 1 and "has the primary key (tenant, seq), not (seq)" in err
+    assert cli(capsys, "stamp", url, "0003", *p)[0] == 0
+    assert versions(url, version_table(prefix)) == ["0003"]
     assert cli(capsys, "stamp", url, "base", *p)[0] == 0, "base needs no tables"
 
 
@@ -687,7 +731,11 @@ def test_each_shipped_revision_has_the_columns_shape_expects(url: str, prefix: s
         run(migrations.migrate(url, revision, prefix=prefix))
         found = on(url, lambda conn: shape.problems(conn, prefix, revision))  # noqa: B023
         assert found == [], revision
-        assert on(url, lambda conn: shape.matching_revision(conn, prefix)) == revision
+        matching = on(url, lambda conn: shape.matching_revision(conn, prefix))
+        if url.startswith("sqlite") and revision == "0002":
+            assert matching == "0003", "0003 changes nothing on SQLite"
+        else:
+            assert matching == revision
 
 
 def test_a_failing_migration_raises_its_own_error_and_releases_the_lock(
@@ -1009,3 +1057,27 @@ def test_beside_an_applications_alembic(
         assert cli(capsys, "downgrade", database, "base")[0] == 0
         assert set(tables(database, "")) == {"alembic_version", "notes", "line_items"}
         assert versions(database, "alembic_version") == ["a001"], "the app's version untouched"
+
+
+def test_0003_adopts_a_key_index_built_beforehand(postgres_url: str) -> None:
+    """On PostgreSQL a DBA may build ``{table}_tenant_seq`` concurrently before upgrading
+    (docs/migrations.md); 0003 then makes it the primary key instead of building another."""
+    prefix = f"mig{uuid.uuid4().hex[:8]}_"
+    try:
+        run(migrations.migrate(postgres_url, "0002", prefix=prefix))
+        run(
+            admin(
+                postgres_url,
+                f"CREATE UNIQUE INDEX CONCURRENTLY {prefix}items_tenant_seq"
+                f" ON {prefix}items (tenant, seq)",
+            )
+        )
+        run(migrations.migrate(postgres_url, "0003", prefix=prefix))
+        indexes = on(
+            postgres_url,
+            lambda c: {i["name"] for i in sa.inspect(c).get_indexes(f"{prefix}items")},
+        )
+        assert f"{prefix}items_tenant_seq" not in indexes, "adopted (renamed to the key's name)"
+        assert schema_diff(postgres_url, prefix, make_tables(prefix).metadata) == []
+    finally:
+        drop_tables(postgres_url, prefix)

@@ -23,8 +23,12 @@ ADDED: dict[str, dict[str, tuple[str, ...]]] = {
         "attachments": ("seq", "tenant", "id", "thread_id", "created_at", "data"),
     },
     "0002": {"threads": ("version",)},
+    "0003": {},
 }
 """The columns each shipped revision adds, per table (a new revision adds its entry here)."""
+
+KEYS: dict[str, tuple[str, ...]] = {"0001": ("seq",), "0003": ("tenant", "seq")}
+"""The primary key of every table from each shipped revision on (SQLite always keeps ``seq``)."""
 
 
 def columns_at(revision: str) -> dict[str, set[str]]:
@@ -35,6 +39,17 @@ def columns_at(revision: str) -> dict[str, set[str]]:
             columns[table].update(names)
         if shipped == revision:
             return columns
+    raise ValueError(f"{revision!r} is not a shipped revision")
+
+
+def key_at(revision: str, dialect: str) -> tuple[str, ...]:
+    """The primary key columns of each table at a shipped ``revision`` on ``dialect``."""
+    key = KEYS["0001"]
+    for shipped in ADDED:
+        if dialect != "sqlite":
+            key = KEYS.get(shipped, key)
+        if shipped == revision:
+            return key
     raise ValueError(f"{revision!r} is not a shipped revision")
 
 
@@ -51,6 +66,7 @@ def problems(connection: sa.Connection, prefix: str, revision: str) -> list[str]
     """What differs between the tables of ``prefix`` and a shipped ``revision``; [] if none."""
     expected = columns_at(revision)
     ours = columns_at(list(ADDED)[-1])
+    key = key_at(revision, connection.dialect.name)
     inspector = sa.inspect(connection)
     existing = set(inspector.get_table_names())
     found = []
@@ -66,6 +82,12 @@ def problems(connection: sa.Connection, prefix: str, revision: str) -> list[str]
             found.append(f"{name} has no {_names(missing)}")
         if later:
             found.append(f"{name} already has {_names(later)} (of a later revision)")
+        if not missing and not later:
+            primary = tuple(inspector.get_pk_constraint(name)["constrained_columns"])
+            if primary != key:
+                found.append(
+                    f"{name} has the primary key ({', '.join(primary)}), not ({', '.join(key)})"
+                )
     return found
 
 

@@ -12,7 +12,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from .dialects import TABLE_OPTIONS, Blob, Key, Serial, Timestamp
 
@@ -91,12 +100,31 @@ def _longest_suffix(backend: str) -> str:
     return max(schema_names("", backend), key=len)
 
 
+MYSQL = ("mysql", "mariadb")
+
+
+def _tenant_first_key(prefix: str, table: str) -> tuple[PrimaryKeyConstraint, UniqueConstraint]:
+    """The primary key ``(tenant, seq)``, and on MySQL/MariaDB ``seq`` unique on its own.
+
+    Tenant first so that Citus can distribute the tables by tenant (a primary key must include
+    the distribution column) and InnoDB clusters a tenant's rows together. InnoDB needs the
+    AUTO_INCREMENT column to lead some index, hence ``{table}_seq`` there (a constraint, so
+    that it is part of CREATE TABLE). SQLite keeps ``seq`` alone as its ``INTEGER PRIMARY KEY``
+    (the rowid, the only column SQLite numbers by itself), which the migrations make whatever
+    this model says: ``make_tables(...).metadata.create_all()`` works on PostgreSQL and
+    MySQL/MariaDB, not on SQLite (use ``create_schema()``).
+    """
+    key = PrimaryKeyConstraint("tenant", "seq", name=f"{prefix}{table}_pkey")
+    seq = UniqueConstraint("seq", name=f"{prefix}{table}_seq").ddl_if(dialect=MYSQL)  # type: ignore[arg-type]
+    return key, seq
+
+
 def _tables(prefix: str) -> Tables:
     metadata = MetaData()
     threads = Table(
         f"{prefix}threads",
         metadata,
-        Column("seq", Serial, primary_key=True, autoincrement=True),
+        Column("seq", Serial, nullable=False, autoincrement=True),
         Column("tenant", Key(), nullable=False),
         Column("id", Key(), nullable=False),
         Column("created_at", Timestamp, nullable=False),
@@ -104,12 +132,13 @@ def _tables(prefix: str) -> Tables:
         Column("version", BigInteger, nullable=False, server_default="0"),
         UniqueConstraint("tenant", "id", name=f"{prefix}threads_key"),
         Index(f"{prefix}threads_order", "tenant", "created_at", "seq"),
+        *_tenant_first_key(prefix, "threads"),
         **TABLE_OPTIONS,
     )
     items = Table(
         f"{prefix}items",
         metadata,
-        Column("seq", Serial, primary_key=True, autoincrement=True),
+        Column("seq", Serial, nullable=False, autoincrement=True),
         Column("tenant", Key(), nullable=False),
         Column("thread_id", Key(), nullable=False),
         Column("id", Key(), nullable=False),
@@ -118,12 +147,13 @@ def _tables(prefix: str) -> Tables:
         Column("data", Blob, nullable=False),
         UniqueConstraint("tenant", "thread_id", "id", name=f"{prefix}items_key"),
         Index(f"{prefix}items_order", "tenant", "thread_id", "created_at", "seq"),
+        *_tenant_first_key(prefix, "items"),
         **TABLE_OPTIONS,
     )
     attachments = Table(
         f"{prefix}attachments",
         metadata,
-        Column("seq", Serial, primary_key=True, autoincrement=True),
+        Column("seq", Serial, nullable=False, autoincrement=True),
         Column("tenant", Key(), nullable=False),
         Column("id", Key(), nullable=False),
         Column("thread_id", Key(), nullable=True),
@@ -132,6 +162,7 @@ def _tables(prefix: str) -> Tables:
         UniqueConstraint("tenant", "id", name=f"{prefix}attachments_key"),
         Index(f"{prefix}attachments_thread", "tenant", "thread_id"),
         Index(f"{prefix}attachments_orphans", "thread_id", "created_at"),
+        *_tenant_first_key(prefix, "attachments"),
         **TABLE_OPTIONS,
     )
     return Tables(metadata, threads, items, attachments)
