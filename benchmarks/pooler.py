@@ -6,8 +6,8 @@ Two measurements, both through the same pooler URL (``--url``, default
 - ``load``: ``--tasks`` concurrent tasks making ChatKit-like calls (a thread saved, items added,
   the thread and its last items read, the thread saved again and deleted) on a store built
   from the plain URL, as a new user would. Prints the errors that reached the caller, by
-  message, and the acknowledged writes lost (items whose ``add_thread_item`` returned but
-  which are not in the database after).
+  message, and the acknowledged writes lost (threads and items whose ``save_thread`` or
+  ``add_thread_item`` returned but which are not in the database after).
 - ``per_call``: the same calls one at a time, our store against raw asyncpg configured for a
   pooler (``statement_cache_size=0``), interleaved; the median per call and the ratio.
 """
@@ -40,7 +40,9 @@ CALLS = ("save_thread", "add_thread_item", "load_thread", "load_thread_items", "
 def _kind(call: str, error: Exception) -> str:
     """An error's first line without statement names, so errors of one kind count together."""
     first = str(getattr(error, "orig", None) or error).splitlines()[0]
-    return f"{call}: {type(error).__name__}: {re.sub(r'__asyncpg_stmt_[0-9a-f]+__', 'S', first)}"
+    first = re.sub(r"__asyncpg_stmt_[0-9a-f]+__", "S", first)
+    first = re.sub(r"(thr|msg)_[0-9a-f]+", r"\1_…", first)
+    return f"{call}: {type(error).__name__}: {first}"
 
 
 async def _session(store: Any, content: Content, tenant: str, record: Recorder) -> None:
@@ -69,7 +71,7 @@ async def load(
     )
     await store.create_schema()
     errors: Counter[str] = Counter()
-    acknowledged: list[tuple[str, str, str]] = []  # tenant, thread, item
+    acknowledged: list[tuple[str, str, str | None]] = []  # tenant, thread, item or None
     done = 0
 
     async def worker(n: int) -> None:
@@ -90,14 +92,17 @@ async def load(
         while done < calls:
             context = {"tenant_id": tenant}
             thread = content.thread()
-            await record("save_thread", store.save_thread(thread, context))
             item = content.user_message(thread.id)
-            try:
-                await store.add_thread_item(thread.id, item, context)
-                acknowledged.append((tenant, thread.id, item.id))
-            except Exception as error:
-                errors[_kind("add_thread_item", error)] += 1
-            done += 1
+            for call, write in (
+                ("save_thread", store.save_thread(thread, context)),
+                ("add_thread_item", store.add_thread_item(thread.id, item, context)),
+            ):
+                done += 1
+                try:
+                    await write
+                    acknowledged.append((tenant, thread.id, item.id if "item" in call else None))
+                except Exception as error:
+                    errors[_kind(call, error)] += 1
             await _session(store, content, tenant, record)
 
     started = perf_counter()
@@ -106,8 +111,12 @@ async def load(
         elapsed = perf_counter() - started
         lost = 0
         for tenant, thread_id, item_id in acknowledged:
+            context = {"tenant_id": tenant}
             try:
-                await store.load_item(thread_id, item_id, {"tenant_id": tenant})
+                if item_id is None:
+                    await store.load_thread(thread_id, context)
+                else:
+                    await store.load_item(thread_id, item_id, context)
             except Exception:
                 lost += 1
     finally:
@@ -185,7 +194,7 @@ def main() -> None:
         print(
             f"load: {args.tasks} tasks, {result['calls']} calls in {result['seconds']:.1f} s, "
             f"{sum(result['errors'].values())} errors, {result['acknowledged']} acknowledged "
-            f"adds, {result['lost']} lost"
+            f"writes checked, {result['lost']} lost"
         )
         for message, count in sorted(result["errors"].items(), key=lambda kv: -kv[1]):
             print(f"  {count:5d}  {message}")
