@@ -71,7 +71,12 @@ class Pooler:
         """SQLAlchemy's ``do_connect`` hook: check for a pooler once, then connect accordingly."""
         if self.behind is None:
             connection = dialect.connect(*cargs, **cparams)
-            if not behind_pooler(connection.driver_connection):
+            try:
+                behind = behind_pooler(connection.driver_connection)
+            except Exception as error:  # a proxy without COPY, say: unnamed is always correct
+                log.warning("could not check for a pooler (%s): using unnamed statements", error)
+                behind = True
+            if not behind:
                 self.behind = False
                 return connection
             log.info("PostgreSQL is reached through a pooler: using unnamed statements")
