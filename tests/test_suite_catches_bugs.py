@@ -352,7 +352,7 @@ class TestStoreUnderTest(StoreTests):
 
     @pytest.fixture
     def capabilities(self) -> Capabilities:
-        return Capabilities(durability=False)
+        return {capabilities}
 """
 
 # The hypothesis state machine (if the suite has one) is slow and tested elsewhere.
@@ -374,9 +374,15 @@ class Run:
         return "\n".join(lines)
 
 
-def run_suite(pytester: pytest.Pytester, store: type[MemoryStore[Ctx]], mode: str) -> Run:
+def run_suite(
+    pytester: pytest.Pytester,
+    store: type[MemoryStore[Ctx]],
+    mode: str,
+    capabilities: str = "Capabilities(durability=False)",
+    select: str = SELECT,
+) -> Run:
     """Run ``StoreTests`` against ``store`` in a nested session in asyncio ``mode``."""
-    pytester.makepyfile(test_conformance=SUITE)
+    pytester.makepyfile(test_conformance=SUITE.format(capabilities=capabilities))
 
     @pytest.fixture
     def store_class() -> type[MemoryStore[Ctx]]:
@@ -391,7 +397,7 @@ def run_suite(pytester: pytest.Pytester, store: type[MemoryStore[Ctx]], mode: st
         "no:cacheprovider",
         "-q",
         "-k",
-        SELECT,
+        select,
         "-o",
         f"asyncio_mode={mode}",
         "-o",
@@ -436,3 +442,23 @@ def test_suite_catches_bug(pytester: pytest.Pytester, bug: Bug) -> None:
         f"no failed test matches {bug.test!r} with {bug.message!r} in its report.\n"
         + run.describe()
     )
+
+
+class BrokenAttachmentsBehindClampedLimit(BrokenAttachmentLoadIgnoresTenant):
+    """A policy difference (``limit=0`` clamped, not refused) in front of a real bug (any
+    tenant's attachment loads by id)."""
+
+    def page_size(self, limit: int, order: str) -> int:
+        return super().page_size(max(limit, 1), order)
+
+
+def test_stateful_test_sees_past_a_policy_difference(pytester: pytest.Pytester) -> None:
+    """With the policy turned off, the stateful test reports the real bug behind it."""
+    policy = 'Capabilities.opt_out(argument_errors="clamps", durability="in memory")'
+    run = run_suite(
+        pytester, BrokenAttachmentsBehindClampedLimit, "auto", policy, select="stateful"
+    )
+    [(nodeid, report)] = run.failures
+    assert "test_stateful_matches_the_reference_model" in nodeid, run.describe()
+    assert "load_attachment" in report and "diverged from the reference model" in report, report
+    assert "stateful test seed 0" in report, report
