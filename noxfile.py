@@ -243,6 +243,17 @@ finally:
 
 
 @nox.session
+def citus(session: nox.Session) -> None:
+    """The stores on Citus: tests/test_citus.py (migrate, distribute, the conformance suite,
+    routing, sealing) and the Row-Level Security tests on distributed tables. Needs
+    CHATKIT_STORES_CITUS_URL (a coordinator; .ci/citus starts one) and
+    CHATKIT_STORES_POSTGRES_URL."""
+    session.install(".[dev]")
+    files = ["tests/test_citus.py", "tests/test_row_level_security.py"]
+    session.run("pytest", "-q", *files, "-k", "citus or Citus", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict on the package."""
     session.install(".[dev]")

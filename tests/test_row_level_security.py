@@ -17,13 +17,14 @@ import pytest
 import pytest_asyncio
 from chatkit.store import NotFoundError, Store
 from chatkit.types import ThreadMetadata
-from sqlalchemy import exc, text
+from sqlalchemy import exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chatkit_stores import PostgresStore, SQLStore
+from chatkit_stores import PostgresStore, SQLStore, TenantError
 from chatkit_stores.cli import main as cli
-from chatkit_stores.migrations import migrate
+from chatkit_stores.migrations import migrate, run_sync
+from chatkit_stores.operations.distribute import distribute_tables
 from chatkit_stores.sql.dialects import async_url
 from chatkit_stores.testing import StoreTests
 from conftest import admin, drop_tables
@@ -31,19 +32,24 @@ from conftest import admin, drop_tables
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def rls(postgres_url: str) -> Iterator[tuple[str, str, str]]:
+@pytest.fixture(scope="module", params=["postgres", "citus"])
+def rls(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     """(admin URL, app-role URL, prefix) of tables with the tenant policies on.
 
-    The role is ordinary (no superuser, no BYPASSRLS) and this module's own: roles are
-    cluster-wide, so it is dropped afterwards with everything granted to it.
+    On PostgreSQL, and on Citus with the tables distributed by tenant (where the tenant setting
+    must reach the workers: tests/test_citus.py). The role is ordinary (no superuser, no
+    BYPASSRLS) and this module's own: roles are cluster-wide, so it is dropped afterwards with
+    everything granted to it.
     """
+    postgres_url = str(request.getfixturevalue(f"{request.param}_url"))
     prefix = f"rls{uuid.uuid4().hex[:8]}_"
     role = f"{prefix}app"
     tables = ", ".join(f"{prefix}{name}" for name in ("threads", "items", "attachments"))
 
     async def setup() -> None:
         await migrate(postgres_url, prefix=prefix, row_level_security=True)
+        if request.param == "citus":
+            await run_sync(postgres_url, lambda conn: distribute_tables(conn, prefix))
         await admin(
             postgres_url,
             f"CREATE ROLE {role} LOGIN",
@@ -101,10 +107,10 @@ async def _count(url: str, table: str, tenant: str | None) -> int:
     engine = create_async_engine(async_url(url))
     try:
         async with engine.begin() as conn:
-            if tenant is not None:
-                await conn.execute(
-                    text("SELECT set_config('chatkit_stores.tenant', :t, true)"), {"t": tenant}
-                )
+            if tenant is not None:  # as the store sets it (set_config does not reach Citus workers)
+                assert tenant.replace("_", "").isalnum()
+                await conn.exec_driver_sql("SET LOCAL citus.propagate_set_commands = 'local'")
+                await conn.exec_driver_sql(f"SET LOCAL chatkit_stores.tenant = '{tenant}'")
             return int((await conn.exec_driver_sql(f"SELECT count(*) FROM {table}")).scalar_one())
     finally:
         await engine.dispose()
@@ -184,3 +190,31 @@ def test_the_migrate_command_turns_the_policies_off_and_on(
 def test_row_level_security_needs_postgresql(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="needs PostgreSQL"):
         SQLStore.from_url(f"sqlite:///{tmp_path / 'x.db'}", row_level_security=True)
+
+
+@pytest.mark.parametrize(
+    "tenant",
+    ["a'; DROP TABLE x; --", "b\\'x", "c\\", "d\\\\'' OR true --", "ünï 😀", "$$x$$", "e\n"],
+)
+async def test_hostile_tenants_are_one_tenant_each(rls: tuple[str, str, str], tenant: str) -> None:
+    """The tenant reaches the server in ``SET LOCAL`` (no bound parameter there): quoting
+    keeps it one value, and it sees its own thread and no other tenant's."""
+    _, app_url, prefix = rls
+    ids = {name: f"thr_{uuid.uuid4().hex}" for name in ("hostile", "other")}
+    async with PostgresStore(app_url, table_prefix=prefix, row_level_security=True) as store:
+        for name, thread_id in ids.items():
+            thread = ThreadMetadata(id=thread_id, created_at=datetime.now(timezone.utc))
+            context = {"tenant_id": tenant if name == "hostile" else f"{tenant}x"}
+            await store.save_thread(thread, context)
+        page = await store.load_threads(100, None, "asc", {"tenant_id": tenant})
+        assert [thread.id for thread in page.data] == [ids["hostile"]]
+        with pytest.raises(NotFoundError):
+            await store.load_thread(ids["other"], {"tenant_id": tenant})
+
+
+async def test_a_tenant_with_nul_is_refused(rls: tuple[str, str, str]) -> None:
+    _, app_url, prefix = rls
+    thread = ThreadMetadata(id=f"thr_{uuid.uuid4().hex}", created_at=datetime.now(timezone.utc))
+    async with PostgresStore(app_url, table_prefix=prefix, row_level_security=True) as store:
+        with pytest.raises(TenantError, match="NUL"):  # before any SQL is built
+            await store.save_thread(thread, {"tenant_id": "a\x00b"})

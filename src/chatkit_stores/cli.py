@@ -270,6 +270,15 @@ def _migration_commands(add: Adder) -> None:
     current.add_argument("url", nargs="?", help=URL_HELP)
     for sub in (migrate, downgrade, stamp, current):
         _table_prefix(sub)
+    distribute = add(
+        "distribute",
+        "distribute the tables by tenant on Citus",
+        "Distribute the three tables by tenant on a Citus coordinator, co-located, so that a "
+        "tenant's statements run on one worker (docs/citus.md). Tables already distributed "
+        "are left alone. Run migrate first.",
+    )
+    distribute.add_argument("url", nargs="?", help=URL_HELP)
+    _table_prefix(distribute)
     add(
         "history",
         "list the shipped revisions",
@@ -400,6 +409,10 @@ def _database_command(args: argparse.Namespace) -> int:
     command = args.command.replace("import", "import_")
     if command in ("migrate", "downgrade", "stamp", "current"):
         return commands.migration(args)
+    if command == "distribute":
+        from .operations import distribute
+
+        return distribute.command(args)
     run = getattr(commands, command)
     if inspect.iscoroutinefunction(run):
         status: int = asyncio.run(run(args))
