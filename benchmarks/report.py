@@ -13,6 +13,10 @@ LATENCY_LIMIT = {"sqlite": 1.5, "postgresql": 1.3, "mysql": 1.3}
 THROUGHPUT_MIN = 0.8
 SCALING_LIMIT = 1.2
 STALL_LIMIT_MS = 5.0
+ENCRYPTED_LATENCY_LIMIT = 1.15
+"""Issue 19: per-call median latency, encrypted / the same store unencrypted, same run."""
+ENCRYPTED_THROUGHPUT_MIN = 0.9
+"""Issue 19: turns/s at the most clients, encrypted / unencrypted (at most 10% fewer)."""
 OPERATIONS = {
     "load_thread": "load_thread",
     "recent_items": "load_thread_items, last 20 (desc)",
@@ -98,6 +102,25 @@ def stall_table(result: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def encryption_table(result: dict[str, Any]) -> str:
+    """What encryption costs: encrypted / unencrypted median latency and turns/s, per backend."""
+    rows = []
+    for backend, data in result["backends"].items():
+        variants = data["variants"]
+        if "encrypted" not in variants:
+            continue
+        plain, sealed = variants["ours"], variants["encrypted"]
+        for op, label in OPERATIONS.items():
+            a, b = plain["latency"][op]["median_ms"], sealed["latency"][op]["median_ms"]
+            rows.append([BACKENDS[backend], label, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}x"])
+        for clients, figures in plain["throughput"].items():
+            a, b = figures["turns_per_s"], sealed["throughput"][clients]["turns_per_s"]
+            what = f"turns/s, {clients} clients"
+            rows.append([BACKENDS[backend], what, f"{a:.0f}", f"{b:.0f}", f"{b / a:.2f}x"])
+    header = ["backend", "measure (median ms, or turns/s)", "plain", "encrypted", "ratio"]
+    return _table(header, rows)
+
+
 def scaling_table(result: dict[str, Any]) -> str:
     """Page latency of our stores at both ends of a long thread, in a big vs a small table."""
     rows = []
@@ -107,13 +130,13 @@ def scaling_table(result: dict[str, Any]) -> str:
     return _table(["backend", "page (20 rows)", "median ms", "p99 ms"], rows)
 
 
-def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 6's targets, evaluated on this run."""
-    found = []
+class Targets(list[dict[str, Any]]):
+    """The targets evaluated on a run, one dict each (JSON-ready)."""
 
-    def check(name: str, value: float, limit: float, at_most: bool, detail: str = "") -> None:
+    def check(self, name: str, value: float, limit: float, at_most: bool, detail: str = "") -> None:
+        """Record whether ``value`` is at most (or at least) ``limit``."""
         passed = value <= limit if at_most else value >= limit
-        found.append(
+        self.append(
             {
                 "target": name,
                 "value": round(value, 3),
@@ -123,30 +146,55 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    for backend, data in result["backends"].items():
-        ours, raw = data["variants"]["ours"], data["variants"]["raw"]
+    def compare(
+        self,
+        backend: str,
+        data: dict[str, Any],
+        variant: str,
+        base: str,
+        latency_limit: float,
+        throughput_min: float,
+    ) -> None:
+        """``variant`` / ``base``: median latency of every operation at most ``latency_limit``,
+        turns/s at the most clients at least ``throughput_min``."""
+        ours, theirs = data["variants"][variant], data["variants"][base]
         ratios = {
-            op: ours["latency"][op]["median_ms"] / raw["latency"][op]["median_ms"]
+            op: ours["latency"][op]["median_ms"] / theirs["latency"][op]["median_ms"]
             for op in OPERATIONS
         }
         worst = max(ratios, key=ratios.__getitem__)
-        limit = LATENCY_LIMIT[backend]
-        failing = ", ".join(op for op, r in ratios.items() if r > limit)
-        check(
-            f"{backend}: median latency ours/raw <= {limit}x, every operation",
+        failing = ", ".join(op for op, r in ratios.items() if r > latency_limit)
+        self.check(
+            f"{backend}: median latency {variant}/{base} <= {latency_limit}x, every operation",
             ratios[worst],
-            limit,
+            latency_limit,
             True,
             f"worst {worst}; over: {failing or 'none'}",
         )
-        most = str(max(int(c) for c in raw["throughput"]))
-        rate = ours["throughput"][most]["turns_per_s"] / raw["throughput"][most]["turns_per_s"]
-        check(
-            f"{backend}: turns/s at {most} clients ours/raw >= {THROUGHPUT_MIN}x",
+        most = str(max(int(c) for c in theirs["throughput"]))
+        rate = ours["throughput"][most]["turns_per_s"] / theirs["throughput"][most]["turns_per_s"]
+        self.check(
+            f"{backend}: turns/s at {most} clients {variant}/{base} >= {throughput_min}x",
             rate,
-            THROUGHPUT_MIN,
+            throughput_min,
             False,
         )
+
+    def encryption(self, backend: str, data: dict[str, Any]) -> None:
+        """Issue 19's targets: encryption costs at most 15% per call and 10% of turns/s."""
+        limits = (ENCRYPTED_LATENCY_LIMIT, ENCRYPTED_THROUGHPUT_MIN)
+        self.compare(backend, data, "encrypted", "ours", *limits)
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets (and issue 19's for the encrypted variant), evaluated on this run."""
+    found = Targets()
+    check = found.check
+    for backend, data in result["backends"].items():
+        ours = data["variants"]["ours"]
+        found.compare(backend, data, "ours", "raw", LATENCY_LIMIT[backend], THROUGHPUT_MIN)
+        if "encrypted" in data["variants"]:
+            found.encryption(backend, data)
         stall = ours["loop"]["latency"]["max_ms"]
         check(
             f"{backend}: worst event-loop stall (ours, 1 client) <= {STALL_LIMIT_MS} ms",
@@ -190,6 +238,8 @@ def markdown(result: dict[str, Any]) -> str:
         parts.append(f"### {title}: turns/s, pool of {pool}\n\n{throughput_table(result, backend)}")
     if result["backends"]:
         parts.append(f"### Event-loop stalls\n\n{stall_table(result)}")
+        if any("encrypted" in data["variants"] for data in result["backends"].values()):
+            parts.append(f"### Encryption at rest: cost\n\n{encryption_table(result)}")
     if result["scaling"]:
         ratios = "\n".join(
             f"- {BACKENDS[b]}: end/start {d['items_end_vs_start']:.2f}x, "

@@ -17,7 +17,7 @@ from .config import Config
 from .environment import environment
 from .measure import LoopLagProbe, Recorder, between_calls, summary
 from .scaling import run_scaling
-from .variants import VARIANTS, BenchStore, Target, open_variant, ours
+from .variants import VARIANTS, BenchStore, Target, bench_keys, open_variant, ours
 from .workload import (
     BROWSE,
     LONG_THREAD,
@@ -44,14 +44,46 @@ SERVER_VERSION = {
 }
 
 
-def thread_row(tenant: str, thread: ThreadMetadata) -> tuple[Any, ...]:
-    """A threads-table row (see ``bulk.THREAD_COLUMNS``)."""
-    return (tenant, thread.id, thread.created_at, thread.model_dump_json())
+def thread_row(tenant: str, thread: ThreadMetadata, keys: Any = None) -> tuple[Any, ...]:
+    """A threads-table row (see ``bulk.THREAD_COLUMNS``), sealed with ``keys`` if given."""
+    data = thread.model_dump_json()
+    if keys is not None:
+        data = keys.seal(data, "threads", tenant, thread.id)
+    return (tenant, thread.id, thread.created_at, data)
 
 
-def item_row(tenant: str, thread_id: str, item: ThreadItem) -> tuple[Any, ...]:
-    """An items-table row (see ``bulk.ITEM_COLUMNS``)."""
-    return (tenant, thread_id, item.id, item.type, item.created_at, item.model_dump_json())
+def item_row(tenant: str, thread_id: str, item: ThreadItem, keys: Any = None) -> tuple[Any, ...]:
+    """An items-table row (see ``bulk.ITEM_COLUMNS``), sealed with ``keys`` if given."""
+    data = item.model_dump_json()
+    if keys is not None:
+        data = keys.seal(data, "items", tenant, thread_id, item.id)
+    return (tenant, thread_id, item.id, item.type, item.created_at, data)
+
+
+def keys_of(variant: str) -> Any:
+    """The key ring a variant seals its rows with (None: plaintext)."""
+    return bench_keys() if variant == "encrypted" else None
+
+
+def browse_of(variant: str) -> dict[str, str]:
+    """The history a variant pages through: a sealed variant reads its own sealed copy."""
+    return BROWSE if keys_of(variant) is None else {"tenant_id": f"browse-{variant}"}
+
+
+def browse_rows(
+    config: Config, content: Content, tenant: str, keys: Any
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """A tenant with ``browse_threads`` threads and a ``long_thread``-item thread."""
+    threads = [
+        thread_row(tenant, content.thread(T0 + timedelta(minutes=n)), keys)
+        for n in range(config.browse_threads)
+    ]
+    threads.append(thread_row(tenant, content.thread(T0, LONG_THREAD), keys))
+    items = [
+        item_row(tenant, LONG_THREAD, item, keys)
+        for item in content.history(LONG_THREAD, config.long_thread, T0)
+    ]
+    return threads, items
 
 
 def client_tenant(variant: str, client: int | str) -> dict[str, str]:
@@ -62,23 +94,19 @@ def client_tenant(variant: str, client: int | str) -> dict[str, str]:
 def seed_rows(
     config: Config, variants: tuple[str, ...], content: Content
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The browse tenant's history, and for every client a thread with some items."""
-    browse = BROWSE["tenant_id"]
-    threads = [
-        thread_row(browse, content.thread(T0 + timedelta(minutes=n)))
-        for n in range(config.browse_threads)
-    ]
-    threads.append(thread_row(browse, content.thread(T0, LONG_THREAD)))
-    items = [
-        item_row(browse, LONG_THREAD, item)
-        for item in content.history(LONG_THREAD, config.long_thread, T0)
-    ]
+    """The browse tenants' history, and for every client a thread with some items (sealed for
+    a variant that encrypts)."""
+    threads, items = browse_rows(config, content, BROWSE["tenant_id"], None)
     for variant in variants:
+        keys = keys_of(variant)
+        if keys is not None:
+            sealed = browse_rows(config, content, browse_of(variant)["tenant_id"], keys)
+            threads, items = threads + sealed[0], items + sealed[1]
         for client in [*range(max(config.clients)), "latency"]:
             tenant = client_tenant(variant, client)["tenant_id"]
-            threads.append(thread_row(tenant, content.thread(T0, MAIN_THREAD)))
+            threads.append(thread_row(tenant, content.thread(T0, MAIN_THREAD), keys))
             history = content.history(MAIN_THREAD, SEED_ITEMS, T0)
-            items.extend(item_row(tenant, MAIN_THREAD, item) for item in history)
+            items.extend(item_row(tenant, MAIN_THREAD, item, keys) for item in history)
     return threads, items
 
 
@@ -137,14 +165,16 @@ async def idle_noise(seconds: float = 1.0) -> dict[str, float]:
 class BackendRun:
     """Every variant of one backend, measured round robin in one process."""
 
-    def __init__(self, target: Target, config: Config, log: Log) -> None:
+    def __init__(
+        self, target: Target, config: Config, log: Log, names: tuple[str, ...] | None = None
+    ) -> None:
         self.target, self.config, self.log = target, config, log
-        self.names = VARIANTS[target.backend]
+        self.names = VARIANTS[target.backend] if names is None else names
         self.content = Content(seed=42)
         self.stores: dict[str, BenchStore] = {}
         self.latency = {name: Recorder() for name in self.names}
         self.probes = {name: {"latency": LoopLagProbe()} for name in self.names}
-        self.walks = {name: HistoryWalk() for name in self.names}
+        self.walks = {name: HistoryWalk(browse=browse_of(name)) for name in self.names}
         self.rates = {name: {c: list[float]() for c in config.clients} for name in self.names}
         self.turns = {name: {c: Recorder() for c in config.clients} for name in self.names}
         self.version = ""
@@ -229,9 +259,11 @@ class BackendRun:
         }
 
 
-async def run_backend(target: Target, config: Config, log: Log) -> dict[str, Any]:
-    """Latency, throughput and loop stalls of every variant on one backend."""
-    backend = BackendRun(target, config, log)
+async def run_backend(
+    target: Target, config: Config, log: Log, names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Latency, throughput and loop stalls of every variant (or ``names``) on one backend."""
+    backend = BackendRun(target, config, log, names)
     try:
         await backend.prepare()
         idle = await idle_noise(config.idle_seconds)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from random import Random
 from typing import Any, TypeVar
@@ -207,16 +207,18 @@ class HistoryWalk:
 
     threads_after: str | None = None
     items_after: str | None = None
+    browse: dict[str, str] = field(default_factory=lambda: BROWSE)
+    """The tenant whose history is read (the encrypted variant reads its own, sealed copy)."""
 
     async def step(self, store: BenchStore, record: Record) -> None:
         """Read the next page of threads and the next (older) page of the long thread."""
         threads = await record(
-            "threads_page", store.load_threads(PAGE, self.threads_after, "desc", BROWSE)
+            "threads_page", store.load_threads(PAGE, self.threads_after, "desc", self.browse)
         )
         self.threads_after = threads.after
         items = await record(
             "items_page",
-            store.load_thread_items(LONG_THREAD, self.items_after, PAGE, "desc", BROWSE),
+            store.load_thread_items(LONG_THREAD, self.items_after, PAGE, "desc", self.browse),
         )
         self.items_after = items.after
 

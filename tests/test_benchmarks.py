@@ -97,7 +97,7 @@ def test_tiny_run_on_every_backend(
             assert {"latency", "1", "2"} <= set(figures["loop"])
         scaling = result["scaling"][backend]
         assert scaling["items_end_vs_start"] > 0 and scaling["threads_big_vs_small"] > 0
-    assert len(result["targets"]) == 4 * len(BACKENDS)
+    assert len(result["targets"]) == 6 * len(BACKENDS)  # 2 of them encryption's
     assert result["meta"]["python"] and result["meta"]["date"]
     assert chart.read_bytes().startswith(b"\x89PNG")
     printed = capsys.readouterr().out
@@ -142,3 +142,21 @@ def test_soak_runs_briefly_on_every_backend(
         assert storm["after_close"]["connections"] in (None, 0)
     printed = capsys.readouterr().out
     assert "Growth per 10,000 calls" in printed and "Cancellation storm" in printed
+
+
+def test_encryption_benchmark_runs_on_every_backend(
+    postgres_url: str,
+    mysql_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.encryption import main as encryption_main
+
+    monkeypatch.setenv("CHATKIT_STORES_POSTGRES_URL", postgres_url)
+    monkeypatch.setenv("CHATKIT_STORES_MYSQL_URL", mysql_url)
+    assert encryption_main(["--tiny", f"--prefix={PREFIX}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| user_message |" in printed and "| assistant_message |" in printed
+    for backend in ("SQLite", "PostgreSQL", "MariaDB/MySQL"):
+        assert f"| {backend} | turns/s, 2 clients |" in printed
+    assert printed.count("encrypted/ours") == 2 * len(BACKENDS)

@@ -3,6 +3,7 @@ mixed tables, rotation, ``rekey`` (interrupted, resumed, racing saves) and ``doc
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ K1 = KeyRing({"k1": K1_RAW})
 ROTATED = KeyRing({"k2": K2_RAW, "k1": K1_RAW})  # k2 made current, k1 still readable
 K2 = KeyRing({"k2": K2_RAW})  # k1 retired
 SECRET = "the secret words"
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "encryption.py"
 
 
 # --- the conformance suite with encryption on --------------------------------------------------
@@ -459,3 +461,17 @@ def test_rekey_command(url: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -
     assert "rows by key: 4 k2" in capsys.readouterr().out
     assert main(["rekey", url, "--table-prefix", PREFIX, "-q"]) == 0
     assert "sealed 0 threads, 0 items, 0 attachments with key 'k2'" in capsys.readouterr().out
+
+
+async def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, f"k1:{K1_RAW}")
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("example_encryption", EXAMPLE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.keys.ids == ["k1"]
+    await module.store.close()
+    title, data = await module.sealed_round_trip(f"sqlite:///{tmp_path / 'x.db'}", module.keys)
+    assert title == "Quarterly numbers"
+    assert data.startswith("ckenc:1:k1:") and "Quarterly" not in data

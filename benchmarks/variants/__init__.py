@@ -1,6 +1,7 @@
 """The store variants the benchmark compares, opened by name for a backend.
 
 - ``ours``: chatkit-stores ``SQLiteStore`` / ``PostgresStore`` / ``MySQLStore``.
+- ``encrypted``: ours with ``encryption=`` (every blob sealed with AES-256-GCM, issue 19).
 - ``raw``: (a) the same SQL on the bare driver, the physical limit.
 - ``orm``: (b) a typical hand-written SQLAlchemy ORM store.
 - ``naive``: (c) SQLite only, a blocking ``sqlite3.connect()`` per call.
@@ -18,14 +19,15 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from .common import Context
 
 VARIANTS = {
-    "sqlite": ("ours", "raw", "orm", "naive"),
-    "postgresql": ("ours", "raw", "orm"),
-    "mysql": ("ours", "raw", "orm"),
+    "sqlite": ("ours", "encrypted", "raw", "orm", "naive"),
+    "postgresql": ("ours", "encrypted", "raw", "orm"),
+    "mysql": ("ours", "encrypted", "raw", "orm"),
 }
 """The variants run on each backend; ``raw`` is the baseline every ratio divides by."""
 
 LABELS = {
     "ours": "chatkit-stores",
+    "encrypted": "chatkit-stores, encrypted",
     "raw": "(a) raw driver",
     "orm": "(b) SQLAlchemy ORM",
     "naive": "(c) naive sqlite3",
@@ -80,18 +82,28 @@ class Target:
         return self.url.removeprefix("sqlite:///")
 
 
-def ours(target: Target, prefix: str, pool_size: int) -> Any:
+def ours(target: Target, prefix: str, pool_size: int, encryption: Any = None) -> Any:
     """Our store for the target (an ``SQLStore``, which also satisfies ``BenchStore``)."""
     from chatkit_stores import SQLStore
 
     options = {"pool_size": pool_size, "max_overflow": 0}
-    return SQLStore.from_url(target.url, table_prefix=prefix, engine_options=options)
+    return SQLStore.from_url(
+        target.url, table_prefix=prefix, engine_options=options, encryption=encryption
+    )
+
+
+def bench_keys() -> Any:
+    """The key ring of the ``encrypted`` variant: a fixed key (the figures need no secret)."""
+    from chatkit_stores.encryption import KeyRing
+
+    return KeyRing({"bench": bytes(range(32))})
 
 
 async def open_variant(name: str, target: Target, prefix: str, pool_size: int) -> BenchStore:
     """Open the variant ``name`` on ``target``'s tables with ``prefix``."""
-    if name == "ours":
-        store: BenchStore = ours(target, prefix, pool_size)
+    if name in ("ours", "encrypted"):
+        keys = bench_keys() if name == "encrypted" else None
+        store: BenchStore = ours(target, prefix, pool_size, keys)
         return store
     if name == "orm":
         from .orm import OrmStore
