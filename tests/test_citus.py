@@ -29,7 +29,7 @@ from chatkit.types import (
     ThreadMetadata,
 )
 
-from chatkit_stores import PostgresStore, SQLStore
+from chatkit_stores import DiskAttachmentStore, PostgresStore, SQLStore
 from chatkit_stores.cli import main as cli
 from chatkit_stores.migrations import migrate, run_sync
 from chatkit_stores.operations.distribute import distribute_tables
@@ -133,6 +133,7 @@ class Recorder:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[tuple[str, str, list[Any]]] = []  # (call, sql, args)
+        self.names: set[str] = set()  # of the statements sent
         self.call = ""
         for method in ("fetch", "execute"):
             monkeypatch.setattr(PostgresDriver, method, self._wrap(getattr(PostgresDriver, method)))
@@ -142,16 +143,34 @@ class Recorder:
 
         async def recorded(driver: Any, statement: Any, values: dict[str, Any]) -> Any:
             recorder.sent.append((recorder.call, statement.sql, list(statement.args(values))))
+            recorder.names.add(statement.name)
             return await real(driver, statement, values)
 
         return recorded
 
 
+CROSS_TENANT = {"orphaned_attachments", "attachment_keys"}
+
+
+async def _load_and_save(store: PostgresStore[Any], thread_id: str, ctx: Any) -> None:
+    """A thread saved as loaded and changed: saved only if nobody saved it in between."""
+    loaded = await store.load_thread(thread_id, ctx)
+    loaded.title = "changed"  # the loaded object itself, as ChatKit's server changes it
+    await store.save_thread(loaded, ctx)
+
+
+"""Statements that read every tenant's rows (operator sweeps): they fan out to every shard."""
+
+
 async def _workload(store: PostgresStore[Any], recorder: Recorder) -> None:
-    """Every ChatKit store method a server calls, for one tenant."""
+    """Every store method, for one tenant: what a ChatKit server calls (each page kind, order,
+    with and without a cursor, past the end), and the per-tenant maintenance calls."""
     ctx = {"tenant_id": f"t_{uuid.uuid4().hex}"}
+    tenant = ctx["tenant_id"]
     now = datetime.now(timezone.utc)
+    long_ago = now - timedelta(days=30)
     thread = ThreadMetadata(id=store.generate_thread_id(ctx), created_at=now)
+    old = ThreadMetadata(id=store.generate_thread_id(ctx), created_at=long_ago)
     items = [
         AssistantMessageItem(
             id=f"msg_{n}",
@@ -162,8 +181,30 @@ async def _workload(store: PostgresStore[Any], recorder: Recorder) -> None:
         for n in range(3)
     ]
     attachment = FileAttachment(id="atc_1", name="a.txt", mime_type="text/plain")
+    orphan = FileAttachment(id="atc_2", name="b.txt", mime_type="text/plain")
+    titled = thread.model_copy(update={"title": "titled"})
+    last = items[-1].id
+    pages: list[tuple[str, Any]] = [
+        (
+            f"load_{kind} {order} {after}",
+            lambda kind=kind, order=order, after=after: (
+                store.load_threads(1, after, order, ctx)
+                if kind == "threads"
+                else store.load_thread_items(thread.id, after, 1, order, ctx)
+            ),
+        )
+        for kind, first_id, last_id in (
+            ("threads", thread.id, old.id),
+            ("thread_items", items[0].id, last),
+        )
+        for order in ("asc", "desc")
+        for after in (None, first_id if order == "asc" else last_id, last_id)
+    ]
     steps: list[tuple[str, Any]] = [
         ("save_thread", lambda: store.save_thread(thread, ctx)),
+        ("save_thread old", lambda: store.save_thread(old, ctx)),
+        ("save_thread again", lambda: store.save_thread(titled, ctx)),
+        ("load_thread then save", lambda: _load_and_save(store, thread.id, ctx)),
         ("add_thread_item", lambda: store.add_thread_item(thread.id, items[0], ctx)),
         ("add_thread_item", lambda: store.add_thread_item(thread.id, items[1], ctx)),
         ("save_item", lambda: store.save_item(thread.id, items[2], ctx)),
@@ -176,8 +217,18 @@ async def _workload(store: PostgresStore[Any], recorder: Recorder) -> None:
             "load_thread_items after",
             lambda: store.load_thread_items(thread.id, "msg_0", 2, "desc", ctx),
         ),
+        *pages,
         ("save_attachment", lambda: store.save_attachment(attachment, ctx)),
+        ("save_attachment orphan", lambda: store.save_attachment(orphan, ctx)),
         ("load_attachment", lambda: store.load_attachment("atc_1", ctx)),
+        (
+            "update_attachment",
+            lambda: store.update_attachment(
+                tenant, "atc_1", lambda a: a.model_copy(update={"thread_id": thread.id})
+            ),
+        ),
+        ("delete_orphan", lambda: store.delete_orphan("atc_2", ctx, now + timedelta(days=1))),
+        ("delete_inactive_thread", lambda: store.delete_inactive_thread(old.id, ctx, now)),
         ("delete_thread_item", lambda: store.delete_thread_item(thread.id, "msg_0", ctx)),
         ("delete_attachment", lambda: store.delete_attachment("atc_1", ctx)),
         ("delete_thread", lambda: store.delete_thread(thread.id, ctx)),
@@ -202,36 +253,45 @@ async def _plans(url: str, sent: list[tuple[str, str, list[Any]]]) -> list[tuple
         await conn.close()
 
 
-def workload_plans(url: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    """``(call, sql, plan)`` of every statement of ``_workload`` on a store of ``url``."""
+def workload_plans(
+    url: str, monkeypatch: pytest.MonkeyPatch, files: Path
+) -> tuple[list[tuple[str, str, str]], set[str], set[str]]:
+    """``(call, sql, plan)`` of every statement of ``_workload`` on a store of ``url``; the
+    names of the statements sent, and of all the statements the store has."""
     recorder = Recorder(monkeypatch)
 
-    async def run() -> list[tuple[str, str, str]]:
+    async def run() -> tuple[list[tuple[str, str, str]], set[str]]:
         async with PostgresStore(url, table_prefix=PREFIX) as store:
+            # A linked attachment store: delete_thread then reads the ids of the bytes to delete.
+            DiskAttachmentStore(store, files, base_url="http://files.test", secret="s" * 32)
             await _workload(store, recorder)
+            every = set(store.statements.every())
         monkeypatch.undo()
-        return await _plans(url, recorder.sent)
+        return await _plans(url, recorder.sent), every
 
-    return asyncio.run(run())
+    plans, every = asyncio.run(run())
+    return plans, recorder.names, every
 
 
 def test_every_tenant_statement_runs_on_one_shard(
-    citus_tables: str, monkeypatch: pytest.MonkeyPatch
+    citus_tables: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    plans = workload_plans(citus_tables, monkeypatch)
-    calls = {call for call, _, _ in plans}
-    assert len(calls) >= 14 and len(plans) >= 15, calls
+    plans, sent, every = workload_plans(citus_tables, monkeypatch, tmp_path)
+    assert every - CROSS_TENANT - sent == set(), "every tenant statement of the store was sent"
+    assert sent & CROSS_TENANT == set()
     for call, sql, plan in plans:
         assert "Citus Adaptive" in plan, f"{call}: not a distributed plan\n{sql}\n{plan}"
         assert re.findall(r"Task Count: (\d+)", plan) == ["1"], f"{call}\n{sql}\n{plan}"
 
 
 def test_delete_thread_is_a_single_shard_transaction(
-    citus_tables: str, monkeypatch: pytest.MonkeyPatch
+    citus_tables: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Its statements run on one worker, in co-located shards: no two-phase commit."""
     plans = [
-        plan for plan in workload_plans(citus_tables, monkeypatch) if plan[0] == "delete_thread"
+        plan
+        for plan in workload_plans(citus_tables, monkeypatch, tmp_path)[0]
+        if plan[0] == "delete_thread"
     ]
     tables = {
         m for _, sql, _ in plans for m in re.findall(rf"{PREFIX}(threads|items|attachments)", sql)
