@@ -39,7 +39,6 @@ from chatkit_stores.pytest_plugin import s3_credentials
 from chatkit_stores.telemetry import (
     ATTACHMENTS_BACKEND,
     ATTACHMENTS_DURATION,
-    CHECK_EVERY,
     DURATION_BUCKETS,
     TENANT_HASH,
 )
@@ -298,7 +297,7 @@ async def test_off_returns_the_methods_own_coroutine() -> None:
     """Off means no extra frame: the caller awaits the undecorated method's coroutine."""
     off = Telemetry(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
     memory: MemoryStore[Any] = MemoryStore(telemetry=off)
-    for _ in range(CHECK_EVERY + 2):
+    for _ in range(3):  # the first call decides, the others find it decided
         coroutine = memory.load_threads(1, None, "asc", {"tenant_id": "t"})
         assert coroutine.cr_code is MemoryStore.load_threads.__wrapped__.__code__  # type: ignore[attr-defined]
         assert (await coroutine).data == []
@@ -314,11 +313,12 @@ async def test_telemetry_switched_on_later_is_picked_up() -> None:
     memory: MemoryStore[Any] = MemoryStore(telemetry=telemetry)
     await memory.load_threads(1, None, "asc", {"tenant_id": "t"})
     telemetry.tracer_provider = later.tracer_provider  # as if configured globally now
-    telemetry.recheck_at = 0.0  # as if RECHECK_SECONDS had passed
-    for _ in range(CHECK_EVERY + 1):
-        await memory.load_threads(1, None, "asc", {"tenant_id": "t"})
+    await memory.load_threads(1, None, "asc", {"tenant_id": "t"})
+    assert not telemetry.active and later.finished() == [], "decided once, not on a clock"
+    telemetry.refresh()  # what an app calls after configuring OpenTelemetry late
+    await memory.load_threads(1, None, "asc", {"tenant_id": "t"})
     assert telemetry.active
-    assert len(later.finished()) == 1, "the call after the re-check is traced"
+    assert len(later.finished()) == 1, "the call after the refresh is traced"
 
 
 async def test_only_a_meter_records_durations_without_spans() -> None:
@@ -344,4 +344,4 @@ async def test_without_opentelemetry_installed_calls_run_untraced(
     missing = Telemetry(tracer_provider=make_otel().tracer_provider)
     memory: MemoryStore[Any] = MemoryStore(telemetry=missing)
     assert (await memory.load_threads(1, None, "asc", {"tenant_id": "t"})).data == []
-    assert missing.active is False and missing.recheck_at == float("inf")
+    assert missing.active is False and missing.decided is True

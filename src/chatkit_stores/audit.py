@@ -198,50 +198,66 @@ def _settle(scope: _Scope) -> None:
 
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+R = TypeVar("R")
 
 
-def audited(action: str) -> Callable[[F], F]:
-    """Make a ``Store`` method ``(self, thread_id | attachment_id, context, ...)`` emit ``action``.
+async def audit_call(
+    store: Any,
+    action: str,
+    tenant: str | None,
+    id_name: str | None,
+    object_id: object,
+    work: Awaitable[R],
+) -> R:
+    """Await ``work``, a method of ``store`` on ``object_id``, and emit ``action`` for it.
 
     The event is emitted after the method returned (or raised), with the tenant, the id and the
     outcome; events of operations the method causes are tagged ``via=action``. A method that
     returns ``False`` (a conditional delete whose condition no longer held) emits nothing.
     """
+    recorded = clip(object_id if isinstance(object_id, str) else None)
+    event = functools.partial(
+        AuditEvent, action, tenant=tenant, store=type(store).__name__,
+        thread_id=recorded if id_name == "thread_id" else None,
+        attachment_id=recorded if id_name != "thread_id" else None,
+    )  # fmt: skip
+    scope = _Scope(action)
+    token = _scope.set(scope)
+    try:
+        result = await work
+    except BaseException as exc:
+        _scope.reset(token)
+        failed = event(outcome_of(exc), via=current_via(), error=error_name(exc))
+        await emit(store.audit, failed, failing=True)
+        raise
+    _scope.reset(token)
+    if result is not False:  # a conditional delete that deleted nothing did nothing
+        await emit(store.audit, event(OK, via=current_via()))
+    _settle(scope)
+    return result
+
+
+def audited(action: str) -> Callable[[F], F]:
+    """Audit a ``Store`` method ``(self, thread_id | attachment_id, context, ...)`` on its own.
+
+    The package's stores use ``telemetry.operation(collection, audit=action)``, which audits
+    and traces in one wrapper; this is for a store that wants the audit alone.
+    """
 
     def decorate(method: F) -> F:
         names = list(inspect.signature(method).parameters)[1:]
-        id_name = names[0]
-        id_field = "thread_id" if id_name == "thread_id" else "attachment_id"
-        context_at = names.index("context")
+        id_name, context_at = names[0], names.index("context")
 
         @functools.wraps(method)
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            object_id = args[0] if args else kwargs.get(id_name)
             context = args[context_at] if len(args) > context_at else kwargs.get("context")
             try:
                 tenant: str | None = self.tenant_of(context)
             except Exception:
                 tenant = None
-            recorded = clip(object_id if isinstance(object_id, str) else None)
-            event = functools.partial(
-                AuditEvent, action, tenant=tenant, store=type(self).__name__,
-                thread_id=recorded if id_field == "thread_id" else None,
-                attachment_id=recorded if id_field == "attachment_id" else None,
-            )  # fmt: skip
-            scope = _Scope(action)
-            token = _scope.set(scope)
-            try:
-                result = await method(self, *args, **kwargs)
-            except BaseException as exc:
-                _scope.reset(token)
-                failed = event(outcome_of(exc), via=current_via(), error=error_name(exc))
-                await emit(self.audit, failed, failing=True)
-                raise
-            _scope.reset(token)
-            if result is not False:  # a conditional delete that deleted nothing did nothing
-                await emit(self.audit, event(OK, via=current_via()))
-            _settle(scope)
-            return result
+            object_id = args[0] if args else kwargs.get(id_name)
+            work = method(self, *args, **kwargs)
+            return await audit_call(self, action, tenant, id_name, object_id, work)
 
         return cast(F, call)
 

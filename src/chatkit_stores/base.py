@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from chatkit.store import Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
 from .audit import AuditHook
 from .concurrency import LoadedThreads, ThreadConflicts, save_thread
-from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry
+from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry, operation
 from .telemetry import DEFAULT as DEFAULT_TELEMETRY
 from .tenancy import (
     MAX_KEY_LENGTH,
@@ -22,6 +22,9 @@ from .tenancy import (
     default_tenant,
     is_storable_key,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 TContext = TypeVar("TContext")
 T = TypeVar("T")
@@ -42,6 +45,21 @@ class LinkedAttachmentStore(Protocol):
         ...
 
 
+class StoreOptions(TypedDict, total=False):
+    """The keyword options every store of this package takes (one place: add an option here)."""
+
+    tenant: TenantResolver | None
+    """Turns a request context into a tenant key (default: ``tenant_id``, else ``user_id``)."""
+    max_page_size: int
+    """The largest page a ``load_*`` call returns (larger limits are clamped)."""
+    audit: AuditHook | None
+    """Called with an ``AuditEvent`` for deletes (see ``chatkit_stores.audit``)."""
+    telemetry: Telemetry | None
+    """Where spans and durations go; ``None``: the global OpenTelemetry providers."""
+    thread_conflicts: ThreadConflicts
+    """What a save of a thread changed meanwhile does: merge, raise or overwrite."""
+
+
 class StoreBase(Store[TContext], Generic[TContext]):
     """Tenant resolution, 128-bit ids, page-argument rules and observability shared by all stores.
 
@@ -52,15 +70,13 @@ class StoreBase(Store[TContext], Generic[TContext]):
 
     telemetry_profile: ClassVar[Profile] = STORE_PROFILE
 
-    def __init__(
-        self,
-        *,
-        tenant: TenantResolver | None = None,
-        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
-        audit: AuditHook | None = None,
-        telemetry: Telemetry | None = None,
-        thread_conflicts: ThreadConflicts = "merge",
-    ) -> None:
+    def __init__(self, **options: Unpack[StoreOptions]) -> None:
+        check_options(self, options, StoreOptions)
+        tenant = options.get("tenant")
+        max_page_size = options.get("max_page_size", DEFAULT_MAX_PAGE_SIZE)
+        audit = options.get("audit")
+        telemetry = options.get("telemetry")
+        thread_conflicts = options.get("thread_conflicts", "merge")
         if max_page_size < 1:
             raise ValueError(f"max_page_size must be at least 1, got {max_page_size}")
         self._resolve_tenant: TenantResolver = tenant or default_tenant
@@ -75,28 +91,28 @@ class StoreBase(Store[TContext], Generic[TContext]):
         self.thread_conflicts: ThreadConflicts = thread_conflicts
         self.loaded_threads = LoadedThreads()
 
-    async def save_versioned(
-        self,
-        thread: ThreadMetadata,
-        tenant: str,
-        *,
-        swap: Callable[[str, int], Awaitable[bool]],
-        current: Callable[[], Awaitable[tuple[str, int] | None]],
-        upsert: Callable[[str], Awaitable[None]],
-    ) -> None:
-        """Save ``thread`` of ``tenant`` by the ``thread_conflicts`` rule, with the store's own
-        primitives."""
+    @operation("threads")
+    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
+        """Insert or replace a thread; never undoes a change saved since it was loaded.
+
+        By the ``thread_conflicts`` rule (``concurrency``), with the store's
+        ``_swap_thread_row``, ``_stored_thread_row`` and ``_upsert_thread_row``.
+        """
+        tenant = self.tenant_of(context)
+        check_id(thread.id, "thread id")
         data = thread_metadata(thread).model_dump_json()
-        await save_thread(
-            self.loaded_threads,
-            thread,
-            tenant,
-            data,
-            self.thread_conflicts,
-            swap=swap,
-            current=current,
-            upsert=upsert,
-        )
+        await save_thread(self.loaded_threads, self, thread, tenant, data, self.thread_conflicts)
+
+    async def _swap_thread_row(
+        self, tenant: str, thread: ThreadMetadata, data: str, version: int
+    ) -> bool:
+        raise NotImplementedError
+
+    async def _stored_thread_row(self, tenant: str, thread_id: str) -> tuple[str, int] | None:
+        raise NotImplementedError
+
+    async def _upsert_thread_row(self, tenant: str, thread: ThreadMetadata, data: str) -> None:
+        raise NotImplementedError
 
     def link_attachment_store(self, attachment_store: LinkedAttachmentStore) -> None:
         """Delete bytes with ``delete_thread`` and refresh preview URLs on load."""
@@ -179,6 +195,14 @@ class StoreBase(Store[TContext], Generic[TContext]):
         return min(limit, self.max_page_size)
 
 
+def check_options(owner: object, given: Mapping[str, object], known: type) -> None:
+    """Raise ``TypeError`` for an option ``given`` that the TypedDict ``known`` does not name."""
+    unknown = sorted(given.keys() - known.__annotations__.keys())
+    if unknown:
+        name = type(owner).__name__
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
+
+
 def is_key(value: object) -> bool:
     """Whether ``value`` can be stored as an id: 1-255 characters, no NUL, valid unicode."""
     return isinstance(value, str) and is_storable_key(value)
@@ -195,11 +219,15 @@ def check_id(value: str, what: str = "id") -> str:
     return value
 
 
-def position(created_at: datetime) -> datetime:
-    """Return the naive UTC datetime used to order an object (aware values are converted)."""
-    if created_at.tzinfo is None:
-        return created_at
-    return created_at.astimezone(timezone.utc).replace(tzinfo=None)
+def naive_utc(value: datetime) -> datetime:
+    """``value`` as the naive UTC datetime the stores keep and order by (aware ones converted)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+position = naive_utc
+"""The former name of ``naive_utc``."""
 
 
 def thread_metadata(thread: ThreadMetadata) -> ThreadMetadata:

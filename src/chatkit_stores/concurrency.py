@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from chatkit.types import ThreadMetadata
 
@@ -104,27 +103,39 @@ def merge(ours: dict[str, Any], base: dict[str, Any], theirs: dict[str, Any]) ->
     return merged
 
 
+class ThreadRows(Protocol):
+    """The three primitives on one stored thread that ``save_thread`` is written with."""
+
+    async def _swap_thread_row(
+        self, tenant: str, thread: ThreadMetadata, data: str, version: int
+    ) -> bool:
+        """Write ``data`` only if the stored version is ``version``, and bump it; whether it was."""
+        ...
+
+    async def _stored_thread_row(self, tenant: str, thread_id: str) -> tuple[str, int] | None:
+        """The stored ``(data, version)`` of the thread, or None."""
+        ...
+
+    async def _upsert_thread_row(self, tenant: str, thread: ThreadMetadata, data: str) -> None:
+        """Write ``data`` whatever is stored (an existing thread keeps its place)."""
+        ...
+
+
 async def save_thread(
     seen: LoadedThreads,
+    rows: ThreadRows,
     thread: ThreadMetadata,
     tenant: str,
     data: str,
     mode: ThreadConflicts,
-    swap: Callable[[str, int], Awaitable[bool]],
-    current: Callable[[], Awaitable[tuple[str, int] | None]],
-    upsert: Callable[[str], Awaitable[None]],
 ) -> None:
-    """Save ``data`` (the JSON of ``thread``) under the rules above, with the store's primitives.
-
-    ``swap(data, version)`` writes only if the stored version is ``version`` and bumps it;
-    ``current()`` reads the stored ``(data, version)``; ``upsert(data)`` writes unconditionally.
-    """
+    """Save ``data`` (the JSON of ``thread``) under the rules above, with the store's ``rows``."""
     if mode == "overwrite":
-        await upsert(data)
+        await rows._upsert_thread_row(tenant, thread, data)
         return
     was = seen.recall(thread, tenant)
     if was is None:  # a new thread or a copy: saved whole, then known like a loaded one
-        await upsert(data)
+        await rows._upsert_thread_row(tenant, thread, data)
         seen.remember(thread, tenant, None, data)
         return
     if data == was.data:
@@ -132,7 +143,7 @@ async def save_thread(
         # is nothing of ours to apply over a newer save, and an unchanged row is not rewritten.
         return
     if was.version is None:  # its version is read once, when it is first changed again
-        now = await current()
+        now = await rows._stored_thread_row(tenant, thread.id)
         if now is None:  # deleted since it was saved: the delete wins
             return
         stored, version = now
@@ -140,10 +151,10 @@ async def save_thread(
         stored, version = was.stored, was.version
     to_write = data if stored == was.data else _merged(data, was.data, stored)
     for _ in range(MAX_ATTEMPTS):
-        if await swap(to_write, version):
+        if await rows._swap_thread_row(tenant, thread, to_write, version):
             seen.remember(thread, tenant, version + 1, data, to_write)
             return
-        now = await current()
+        now = await rows._stored_thread_row(tenant, thread.id)
         if now is None:  # deleted since it was loaded: the delete wins
             return
         if mode == "raise":

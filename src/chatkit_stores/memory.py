@@ -6,17 +6,18 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import BaseModel
 
-from .audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
-from .base import StoreBase, TContext, check_id, make_page, position
-from .concurrency import ThreadConflicts
-from .telemetry import DB_SYSTEM_NAME, Attributes, Telemetry, traced
-from .tenancy import TenantResolver
+from .audit import ATTACHMENT_DELETE, THREAD_DELETE
+from .base import StoreBase, StoreOptions, TContext, check_id, make_page, naive_utc
+from .telemetry import DB_SYSTEM_NAME, Attributes, operation
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,22 +34,8 @@ class _Row(Generic[M]):
 class MemoryStore(StoreBase[TContext]):
     """Keeps everything in dicts; same semantics as the SQL stores, no I/O, nothing persisted."""
 
-    def __init__(
-        self,
-        *,
-        tenant: TenantResolver | None = None,
-        max_page_size: int = 1000,
-        audit: AuditHook | None = None,
-        telemetry: Telemetry | None = None,
-        thread_conflicts: ThreadConflicts = "merge",
-    ) -> None:
-        super().__init__(
-            tenant=tenant,
-            max_page_size=max_page_size,
-            audit=audit,
-            telemetry=telemetry,
-            thread_conflicts=thread_conflicts,
-        )
+    def __init__(self, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(**options)
         self._threads: dict[tuple[str, str], _Row[ThreadMetadata]] = {}
         self._items: dict[tuple[str, str, str], _Row[ThreadItem]] = {}
         self._attachments: dict[tuple[str, str], Attachment] = {}
@@ -57,28 +44,24 @@ class MemoryStore(StoreBase[TContext]):
 
     # threads
 
-    @traced("threads")
-    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
-        """Insert or replace a thread; an existing thread keeps its place."""
-        key = (self.tenant_of(context), check_id(thread.id, "thread id"))
+    async def _swap_thread_row(
+        self, tenant: str, thread: ThreadMetadata, data: str, version: int
+    ) -> bool:
+        row = self._threads.get((tenant, thread.id))
+        if row is None or row.version != version:
+            return False
+        self._upsert(self._threads, (tenant, thread.id), ThreadMetadata.model_validate_json(data))
+        return True
 
-        async def swap(data: str, version: int) -> bool:
-            row = self._threads.get(key)
-            if row is None or row.version != version:
-                return False
-            self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
-            return True
+    async def _stored_thread_row(self, tenant: str, thread_id: str) -> tuple[str, int] | None:
+        row = self._threads.get((tenant, thread_id))
+        return None if row is None else (row.model.model_dump_json(), row.version)
 
-        async def current() -> tuple[str, int] | None:
-            row = self._threads.get(key)
-            return None if row is None else (row.model.model_dump_json(), row.version)
+    async def _upsert_thread_row(self, tenant: str, thread: ThreadMetadata, data: str) -> None:
+        model = ThreadMetadata.model_validate_json(data)
+        self._upsert(self._threads, (tenant, thread.id), model)
 
-        async def upsert(data: str) -> None:
-            self._upsert(self._threads, key, ThreadMetadata.model_validate_json(data))
-
-        await self.save_versioned(thread, key[0], swap=swap, current=current, upsert=upsert)
-
-    @traced("threads")
+    @operation("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return a copy of the thread, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -89,7 +72,7 @@ class MemoryStore(StoreBase[TContext]):
         self.loaded_threads.remember(thread, tenant, row.version, row.model.model_dump_json())
         return thread
 
-    @traced("threads")
+    @operation("threads")
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
@@ -99,8 +82,7 @@ class MemoryStore(StoreBase[TContext]):
         rows = [row for (t, _), row in self._threads.items() if t == tenant]
         return _page(rows, after, size, order)
 
-    @traced("threads")
-    @audited(THREAD_DELETE)
+    @operation("threads", audit=THREAD_DELETE)
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Remove the thread, its items and its attachments' metadata."""
         tenant = self.tenant_of(context)
@@ -118,7 +100,7 @@ class MemoryStore(StoreBase[TContext]):
 
     # items
 
-    @traced("items")
+    @operation("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Add an item unless one with its id is stored (a retry never reverts a later save)."""
         tenant = self.tenant_of(context)
@@ -126,14 +108,14 @@ class MemoryStore(StoreBase[TContext]):
         if key not in self._items:
             self._upsert(self._items, key, item)
 
-    @traced("items")
+    @operation("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
         tenant = self.tenant_of(context)
         key = (tenant, check_id(thread_id, "thread id"), check_id(item.id, "item id"))
         self._upsert(self._items, key, item)
 
-    @traced("items")
+    @operation("items")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return a copy of the item, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -142,7 +124,7 @@ class MemoryStore(StoreBase[TContext]):
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
         return await self.present_item(tenant, row.model.model_copy(deep=True))
 
-    @traced("items")
+    @operation("items")
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
     ) -> Page[ThreadItem]:
@@ -154,23 +136,23 @@ class MemoryStore(StoreBase[TContext]):
         page.data = [await self.present_item(tenant, item) for item in page.data]
         return page
 
-    @traced("items")
+    @operation("items")
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Remove one item; a missing item is a no-op."""
         self._items.pop((self.tenant_of(context), thread_id, item_id), None)
 
     # attachments
 
-    @traced("attachments")
+    @operation("attachments")
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or replace attachment metadata."""
         key = (self.tenant_of(context), check_id(attachment.id, "attachment id"))
         if attachment.thread_id is not None:
             check_id(attachment.thread_id, "thread id")
         self._attachments[key] = attachment.model_copy(deep=True)
-        self._attachment_created.setdefault(key, position(datetime.now(timezone.utc)))
+        self._attachment_created.setdefault(key, naive_utc(datetime.now(timezone.utc)))
 
-    @traced("attachments")
+    @operation("attachments")
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return a copy of the attachment metadata, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -179,15 +161,14 @@ class MemoryStore(StoreBase[TContext]):
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return await self.present_attachment(tenant, attachment.model_copy(deep=True))
 
-    @traced("attachments")
-    @audited(ATTACHMENT_DELETE)
+    @operation("attachments", audit=ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Remove attachment metadata, then its bytes; a missing attachment is a no-op."""
         tenant = self.tenant_of(context)
         if self._forget((tenant, attachment_id)):
             await self.forget_attachments(tenant, [attachment_id])
 
-    @traced("attachments")
+    @operation("attachments")
     async def orphaned_attachments(
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
@@ -199,7 +180,7 @@ class MemoryStore(StoreBase[TContext]):
         ]
         return [key for _, key in sorted(orphans)[:limit]]
 
-    @traced("attachments")
+    @operation("attachments")
     async def update_attachment(
         self, tenant: str, attachment_id: str, change: Callable[[Attachment], Attachment]
     ) -> Attachment | None:
@@ -211,8 +192,7 @@ class MemoryStore(StoreBase[TContext]):
         self._attachments[(tenant, attachment_id)] = changed.model_copy(deep=True)
         return changed
 
-    @traced("attachments")
-    @audited(ATTACHMENT_DELETE)
+    @operation("attachments", audit=ATTACHMENT_DELETE)
     async def delete_orphan(
         self, attachment_id: str, context: TContext, created_before: datetime
     ) -> bool:
@@ -220,7 +200,7 @@ class MemoryStore(StoreBase[TContext]):
         key = (self.tenant_of(context), attachment_id)
         return self._is_orphan(key, created_before) and self._forget(key)
 
-    @traced("attachments")
+    @operation("attachments")
     async def attachment_keys(
         self, after: tuple[str, str] | None = None, limit: int = 1000
     ) -> list[tuple[str, str]]:
@@ -232,7 +212,7 @@ class MemoryStore(StoreBase[TContext]):
         return (
             attachment is not None
             and attachment.thread_id is None
-            and self._attachment_created[key] < position(created_before)
+            and self._attachment_created[key] < naive_utc(created_before)
         )
 
     def _forget(self, key: tuple[str, str]) -> bool:
@@ -246,7 +226,7 @@ class MemoryStore(StoreBase[TContext]):
 
     def _upsert(self, table: dict[K, _Row[M]], key: K, model: M) -> None:
         existing = table.get(key)
-        place = existing.place if existing else (position(model.created_at), next(self._counter))  # type: ignore[attr-defined]
+        place = existing.place if existing else (naive_utc(model.created_at), next(self._counter))  # type: ignore[attr-defined]
         version = existing.version + 1 if existing else 0
         table[key] = _Row(place, model.model_copy(deep=True), version)
 

@@ -6,10 +6,12 @@ and either a tracer or meter provider is configured: passed to :class:`Telemetry
 ``set_meter_provider``, ``opentelemetry-instrument``). A provider whose class belongs to the API
 package (the proxy or no-op defaults) counts as not configured.
 
-With the global providers, the decision is cached: while off, it is made again at most once per
-``RECHECK_SECONDS``, so providers configured after the first store call are picked up within a
-second; :func:`refresh` makes it at once. Once on it stays on (OpenTelemetry sets a global
-provider only once per process).
+The decision is made once, at a store's first call, and cached: providers configured later
+are picked up by :func:`refresh` (or ``telemetry.refresh()``), never by a clock. Once on it
+stays on (OpenTelemetry sets a global provider only once per process).
+
+Store methods are wrapped by :func:`operation`, which also audits the ones given an ``audit``
+action: one wrapper per call, the tenant resolved once for both.
 
 Spans (metadata stores): named ``"{db.operation.name} {db.collection.name}"``, kind CLIENT,
 with ``db.system.name``, ``db.operation.name`` (the method), ``db.collection.name`` (the table),
@@ -34,13 +36,11 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import nullcontext
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
-RECHECK_SECONDS = 1.0
-CHECK_EVERY = 64
-"""While off, the clock is read once per this many calls (reading it costs more than a call)."""
+from .audit import audit_call
+
 INSTRUMENTATION_NAME = "chatkit_stores"
 
 DB_SYSTEM_NAME: Final = "db.system.name"
@@ -112,10 +112,8 @@ class Telemetry:
         self._salt = tenant_salt.encode() if isinstance(tenant_salt, str) else tenant_salt
         self.active = False
         """Whether calls are traced or measured (read on every call: keep it a plain bool)."""
-        self.countdown = 0
-        """Calls left before the next look at the clock while off (0: decide on the first call)."""
-        self.recheck_at = 0.0
-        """When to decide again while off."""
+        self.decided = False
+        """Whether ``active`` was decided (on the first call, or by ``refresh``)."""
         self.tracer: Any = None
         self._meter: Any = None
         self._histograms: dict[str, Any] = {}
@@ -128,7 +126,7 @@ class Telemetry:
             trace = importlib.import_module("opentelemetry.trace")
             metrics = importlib.import_module("opentelemetry.metrics")
         except ImportError:
-            self.active, self.recheck_at = False, float("inf")
+            self.active, self.decided = False, True
             return
         tracer_provider = self.tracer_provider or trace.get_tracer_provider()
         meter_provider = self.meter_provider or metrics.get_meter_provider()
@@ -141,8 +139,13 @@ class Telemetry:
         if self._meter is None and _configured(meter_provider):
             self._meter = meter_provider.get_meter(INSTRUMENTATION_NAME, __version__)
         self.active = self.tracer is not None or self._meter is not None
-        everything = self.tracer is not None and self._meter is not None
-        self.recheck_at = float("inf") if everything else time.monotonic() + RECHECK_SECONDS
+        self.decided = True
+
+    def on(self) -> bool:
+        """Whether calls are recorded, deciding it first if no call has yet."""
+        if not self.decided:
+            self.refresh()
+        return self.active
 
     def tenant_hash(self, tenant: str) -> str:
         """16 hex digits of SHA-256 (HMAC-SHA256 with ``tenant_salt``) of the tenant."""
@@ -165,20 +168,16 @@ class Telemetry:
             self._histograms[profile.metric] = histogram
         return histogram
 
-    def start(
-        self, store: Any, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Measure:
-        """Start measuring one call: its span (if there is a tracer) and its clock."""
+    def start(self, store: Any, call: Call, tenant: str | None) -> Measure:
+        """Start measuring one call of ``tenant``: its span (if there is a tracer) and clock."""
         profile: Profile = store.telemetry_profile
         collection = store.collection_name(call.collection) if call.collection else None
         attributes: Attributes = {profile.operation_key: call.operation}
         if collection is not None and profile.collection_key is not None:
             attributes[profile.collection_key] = collection
         span_attributes = dict(attributes)
-        if self.record_tenant:
-            tenant = call.tenant(store, args, kwargs)
-            if tenant is not None:
-                span_attributes[TENANT_HASH] = self.tenant_hash(tenant)
+        if self.record_tenant and tenant is not None:
+            span_attributes[TENANT_HASH] = self.tenant_hash(tenant)
         span = None
         if self.tracer is not None:
             span = self.tracer.start_span(
@@ -237,9 +236,6 @@ class Measure:
 
 DEFAULT = Telemetry()
 """What a store built with ``telemetry=None`` uses: the global providers, once configured."""
-_now = time.monotonic
-_inside: ContextVar[object] = ContextVar("chatkit_stores_traced_store", default=None)
-"""The store whose call is being traced: its nested calls to itself get no second span."""
 
 
 def refresh() -> None:
@@ -249,12 +245,14 @@ def refresh() -> None:
 
 @dataclass(frozen=True)
 class Call:
-    """One instrumented method: its operation name, collection, where its tenant is found."""
+    """One wrapped method: its operation, collection, audit action, where its tenant is found."""
 
     operation: str
     collection: str | None
     context_at: int | None
     tenant_at: int | None
+    audit: str | None = None
+    id_name: str | None = None
 
     def tenant(self, store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The call's tenant (from ``context`` or a ``tenant`` argument), or None."""
@@ -270,41 +268,18 @@ class Call:
             return None
 
 
-def _describe(method: Callable[..., Any], operation: str | None, collection: str | None) -> Call:
+def _describe(
+    method: Callable[..., Any], operation: str | None, collection: str | None, audit: str | None
+) -> Call:
     names = list(inspect.signature(method).parameters)[1:]
     return Call(
         operation or method.__name__,
         collection,
         names.index("context") if "context" in names else None,
         names.index("tenant") if "tenant" in names else None,
+        audit,
+        names[0] if audit is not None else None,
     )
-
-
-def _wake(telemetry: Telemetry) -> bool:
-    """Every ``CHECK_EVERY`` calls while off: decide again if ``RECHECK_SECONDS`` have passed."""
-    telemetry.countdown = CHECK_EVERY
-    if _now() < telemetry.recheck_at:
-        return False
-    telemetry.refresh()
-    return telemetry.active
-
-
-def _shell(method: Callable[..., Any], when_on: Callable[..., Any]) -> Callable[..., Any]:
-    """A wrapper that calls ``method`` itself while telemetry is off, ``when_on`` when on."""
-
-    @functools.wraps(method)
-    def shell(self: Any, *args: Any, **kwargs: Any) -> Any:
-        telemetry = self.telemetry
-        if not telemetry.active:
-            telemetry.countdown -= 1
-            if telemetry.countdown >= 0 or not _wake(telemetry):
-                return method(self, *args, **kwargs)  # the method's own coroutine
-        return when_on(telemetry, self, args, kwargs)
-
-    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
-    if mark is not None and inspect.iscoroutinefunction(method):
-        mark(shell)  # it returns the method's coroutine: still a coroutine function to callers
-    return shell
 
 
 R = TypeVar("R")
@@ -313,48 +288,64 @@ F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 S = TypeVar("S", bound=Callable[..., AsyncIterator[bytes]])
 
 
-def traced(collection: str | None = None, *, operation: str | None = None) -> Callable[[F], F]:
-    """Trace and time an async store method: ``@traced("items")`` on ``save_item``.
+def operation(
+    collection: str | None = None, *, audit: str | None = None, name: str | None = None
+) -> Callable[[F], F]:
+    """Trace, time and (with ``audit``) audit an async store method, resolving its tenant once.
 
-    ``collection`` is ``threads``, ``items`` or ``attachments`` (the store turns it into its
-    table name); the operation is the method's name. When telemetry is off the method's own
-    coroutine is returned as is: no extra frame, no allocation.
+    ``@operation("threads", audit=THREAD_DELETE)`` on ``delete_thread``: ``collection`` is
+    ``threads``, ``items`` or ``attachments`` (the store turns it into its table name), the
+    operation is the method's name (or ``name``), ``audit`` the action of the event emitted when
+    the method returns or raises (see ``chatkit_stores.audit.audit_call``). A method that is not
+    audited, while telemetry is off, returns its own coroutine: no extra frame, no allocation.
     """
 
     def decorate(method: F) -> F:
-        call = _describe(method, operation, collection)
+        call = _describe(method, name, collection, audit)
 
-        def when_on(
-            telemetry: Telemetry, store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Coroutine[Any, Any, Any]:
-            if _inside.get() is store:  # a call of the store to itself: no second span
-                return method(store, *args, **kwargs)
-            return _run(telemetry, call, method, store, args, kwargs)
+        @functools.wraps(method)
+        def shell(store: Any, *args: Any, **kwargs: Any) -> Any:
+            telemetry = store.telemetry
+            if not telemetry.active and call.audit is None and not telemetry.on():
+                return method(store, *args, **kwargs)  # the method's own coroutine
+            return _run(call, method, store, args, kwargs)
 
-        return cast(F, _shell(method, when_on))
+        _mark_coroutine_function(method, shell)
+        return cast(F, shell)
 
     return decorate
 
 
+_operation = operation
+
+
+def traced(collection: str | None = None, *, operation: str | None = None) -> Callable[[F], F]:
+    """``operation(collection)`` without an audit action (the name of earlier releases)."""
+    return _operation(collection, name=operation)
+
+
 async def _run(
-    telemetry: Telemetry,
-    call: Call,
-    method: Method[R],
-    store: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call: Call, method: Method[R], store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> R:
-    measure = telemetry.start(store, call, args, kwargs)
-    token = _inside.set(store)
+    telemetry: Telemetry = store.telemetry
+    measured = telemetry.on()
+    wanted = call.audit is not None or (measured and telemetry.record_tenant)
+    tenant = call.tenant(store, args, kwargs) if wanted else None
+    measure = telemetry.start(store, call, tenant) if measured else None
     try:
-        with measure.current():
-            result = await method(store, *args, **kwargs)
+        with nullcontext() if measure is None else measure.current():
+            work = method(store, *args, **kwargs)
+            if call.audit is None:
+                result = await work
+            else:
+                object_id = args[0] if args else kwargs.get(call.id_name or "")
+                result = await audit_call(store, call.audit, tenant, call.id_name, object_id, work)
     except BaseException as error:
-        measure.end(error)
+        if measure is not None:
+            measure.end(error)
         raise
-    finally:
-        _inside.reset(token)
-    measure.end(None)
+    if measure is not None:
+        measure.end(None)
     return result
 
 
@@ -362,17 +353,18 @@ def traced_stream(operation: str | None = None) -> Callable[[S], S]:
     """Trace a method returning an async iterator; the span lasts until the stream ends."""
 
     def decorate(method: S) -> S:
-        call = _describe(method, operation, None)
+        call = _describe(method, operation, None, None)
 
-        def when_on(
-            telemetry: Telemetry, store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> AsyncIterator[bytes]:
-            if _inside.get() is store:  # read() streams through open(): one span
+        @functools.wraps(method)
+        def shell(store: Any, *args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+            telemetry: Telemetry = store.telemetry
+            if not telemetry.active and not telemetry.on():
                 return method(store, *args, **kwargs)
-            measure = telemetry.start(store, call, args, kwargs)
+            tenant = call.tenant(store, args, kwargs) if telemetry.record_tenant else None
+            measure = telemetry.start(store, call, tenant)
             return _stream(measure, method(store, *args, **kwargs))
 
-        return cast(S, _shell(method, when_on))
+        return cast(S, shell)
 
     return decorate
 
@@ -386,6 +378,13 @@ async def _stream(measure: Measure, chunks: AsyncIterator[bytes]) -> AsyncIterat
         measure.end(None if isinstance(error, GeneratorExit) else error)
         raise
     measure.end(None)
+
+
+def _mark_coroutine_function(method: Callable[..., Any], shell: Callable[..., Any]) -> None:
+    """Keep ``shell`` a coroutine function to callers (it returns the method's coroutine)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None and inspect.iscoroutinefunction(method):
+        mark(shell)
 
 
 def sql_attributes(engine: Any) -> Attributes:
@@ -424,4 +423,4 @@ def _qualified_name(error: BaseException) -> str:
     )
 
 
-__all__ = ["RECHECK_SECONDS", "Telemetry", "refresh", "sql_attributes", "traced", "traced_stream"]
+__all__ = ["Telemetry", "operation", "refresh", "sql_attributes", "traced", "traced_stream"]

@@ -23,7 +23,7 @@ from collections.abc import (
     Iterable,
 )
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
@@ -49,7 +49,7 @@ from ..audit import (
     error_name,
     outcome_of,
 )
-from ..base import StoreBase, check_id, is_key
+from ..base import StoreBase, check_id, check_options, is_key
 from ..exceptions import UploadRejected as UploadRejected  # with its audit outcome
 from ..telemetry import (
     ATTACHMENTS_BACKEND,
@@ -57,21 +57,45 @@ from ..telemetry import (
     Attributes,
     Profile,
     Telemetry,
-    traced,
+    operation,
     traced_stream,
 )
 from ..telemetry import DEFAULT as DEFAULT_TELEMETRY
 from ..tenancy import TenantContext, TenantResolver, check_tenant, default_tenant
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 TContext = TypeVar("TContext")
 
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+DEFAULT_PREVIEW_TTL = 3600
+DEFAULT_UPLOAD_TTL = 900
 PREVIEW_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 """Images shown inline as previews; SVG is served as a download (it can carry script)."""
 ALREADY_UPLOADED = "this attachment was already uploaded"
 KEYS_PAGE = 1000
 """How many ``(tenant, id)`` a stray sweep reads from the metadata store at a time."""
 _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+class AttachmentOptions(TypedDict, total=False):
+    """The keyword options every attachment store takes (one place: add an option here)."""
+
+    tenant: TenantResolver | None
+    """Turns a request context into a tenant key (default: the linked store's resolver)."""
+    max_bytes: int
+    """The largest upload accepted (``DEFAULT_MAX_BYTES``)."""
+    allowed_mime_types: Collection[str] | None
+    """The MIME types accepted; ``None``: any."""
+    preview_ttl: int
+    """How long a preview or download URL stays valid, in seconds."""
+    upload_ttl: int
+    """How long an upload URL stays valid, in seconds."""
+    audit: AuditHook | None
+    """Called with an ``AuditEvent`` for byte deletes, reads and uploads; default: the store's."""
+    telemetry: Telemetry | None
+    """Where spans and durations go; default: the linked store's."""
 
 
 class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
@@ -84,18 +108,15 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
     telemetry_profile: ClassVar[Profile] = ATTACHMENTS_PROFILE
     backend: ClassVar[str] = "attachments"
 
-    def __init__(
-        self,
-        store: Store[TContext],
-        *,
-        tenant: TenantResolver | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        allowed_mime_types: Collection[str] | None = None,
-        preview_ttl: int = 3600,
-        upload_ttl: int = 900,
-        audit: AuditHook | None = None,
-        telemetry: Telemetry | None = None,
-    ) -> None:
+    def __init__(self, store: Store[TContext], **options: Unpack[AttachmentOptions]) -> None:
+        check_options(self, options, AttachmentOptions)
+        tenant = options.get("tenant")
+        max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
+        allowed_mime_types = options.get("allowed_mime_types")
+        preview_ttl = options.get("preview_ttl", DEFAULT_PREVIEW_TTL)
+        upload_ttl = options.get("upload_ttl", DEFAULT_UPLOAD_TTL)
+        audit = options.get("audit")
+        telemetry = options.get("telemetry")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.store = store
@@ -232,11 +253,16 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         """Return a new ``atc_`` id with 128 random bits."""
         return f"atc_{uuid.uuid4().hex}"
 
-    @traced()
+    @operation()
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
         """Check the declared type and size; return the attachment with its upload descriptor."""
+        return await self._create_attachment(input, context)
+
+    async def _create_attachment(
+        self, input: AttachmentCreateParams, context: TContext
+    ) -> Attachment:
         tenant = self.tenant_of(context)
         mime_type = self.check_mime_type(input.mime_type)
         self.check_size(input.size)
@@ -244,7 +270,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         descriptor = self._upload_descriptor(tenant, attachment_id, mime_type)
         return self._attachment(tenant, attachment_id, input.name, mime_type, descriptor)
 
-    @traced()
+    @operation()
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete the bytes of one of the context's attachments; others' ids do nothing."""
         try:
@@ -252,11 +278,11 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         except Exception as error:
             await self.emit_audit(BYTES_DELETE, None, attachment_id, error)
             raise
-        await self.delete_bytes(tenant, [attachment_id])
+        await self._delete_bytes(tenant, [attachment_id])
 
     # direct uploads and reading back
 
-    @traced()
+    @operation()
     async def upload(
         self,
         content: bytes | AsyncIterable[bytes] | AsyncReadable | Readable,
@@ -297,6 +323,9 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
         Audited (``attachment.bytes.read``) when the first chunk is read.
         """
+        return self._open(attachment_id, context)
+
+    def _open(self, attachment_id: str, context: TContext) -> AsyncIterator[bytes]:
         tenant = self.tenant_of(context)
         if not is_key(attachment_id):  # no upload could have this id
             chunks = _missing(attachment_id)
@@ -310,14 +339,14 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
             attachment_id=attachment_id,
         )
 
-    @traced()
+    @operation()
     async def read(self, attachment_id: str, context: TContext) -> bytes:
         """Return an attachment's bytes (for ``attachment_to_message_content``)."""
-        return b"".join([chunk async for chunk in self.open(attachment_id, context)])
+        return b"".join([chunk async for chunk in self._open(attachment_id, context)])
 
     # two-phase uploads arriving, and presenting metadata
 
-    @traced()
+    @operation()
     async def receive(
         self, tenant: str, attachment_id: str, chunks: AsyncIterable[bytes]
     ) -> Attachment:
@@ -344,13 +373,16 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         await self.emit_audit(BYTES_UPLOAD, tenant, attachment_id, None)
         return done
 
-    @traced()
+    @operation()
     async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         """Return the attachment as it should be shown now: fresh preview URL, upload state.
 
         With ``check``, a pending two-phase upload whose bytes have arrived is completed
         (audited as an upload ``via="presigned_url"``).
         """
+        return await self._present(tenant, attachment, check=check)
+
+    async def _present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         if attachment.upload_descriptor is not None:
             if not check or not await self._has_bytes(tenant, attachment.id):
                 return attachment
@@ -389,7 +421,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         updated = await self.store.update_attachment(tenant, attachment.id, finish)
         return None if updated is None else (updated, marked)
 
-    @traced()
+    @operation()
     async def delete_orphans(
         self,
         older_than: timedelta = timedelta(days=1),
@@ -435,7 +467,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
                     )
                 for tenant, attachment_id in batch:
                     if await delete(attachment_id, TenantContext(tenant), cutoff):
-                        await self.delete_bytes(tenant, [attachment_id])
+                        await self._delete_bytes(tenant, [attachment_id])
                         deleted += 1
                         if on_orphan is not None:
                             on_orphan(tenant, attachment_id)
@@ -443,9 +475,12 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
             deleted += await self._delete_strays(cutoff)
         return deleted
 
-    @traced()
+    @operation()
     async def delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
         """Delete the bytes of attachments whose metadata is gone (``delete_thread``); audited."""
+        await self._delete_bytes(tenant, attachment_ids)
+
+    async def _delete_bytes(self, tenant: str, attachment_ids: Iterable[str]) -> None:
         ids = list(attachment_ids)
         try:
             await self._delete(tenant, [a for a in ids if is_key(a)])

@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,10 +19,9 @@ from chatkit.types import AttachmentUploadDescriptor
 from pydantic import AnyUrl
 
 from ..base import check_id
-from ..tenancy import TenantResolver
 from .base import (
     ALREADY_UPLOADED,
-    DEFAULT_MAX_BYTES,
+    AttachmentOptions,
     AttachmentStoreBase,
     TContext,
     UploadRejected,
@@ -32,6 +31,7 @@ from .signing import Grant, Signer
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
+    from typing_extensions import Unpack
 
 CHUNK = 256 * 1024
 
@@ -51,21 +51,10 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
         *,
         base_url: str,
         secret: str | bytes | None = None,
-        tenant: TenantResolver | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        allowed_mime_types: Collection[str] | None = None,
         upload_method: Literal["POST", "PUT"] = "POST",
-        preview_ttl: int = 3600,
-        upload_ttl: int = 900,
+        **options: Unpack[AttachmentOptions],
     ) -> None:
-        super().__init__(
-            store,
-            tenant=tenant,
-            max_bytes=max_bytes,
-            allowed_mime_types=allowed_mime_types,
-            preview_ttl=preview_ttl,
-            upload_ttl=upload_ttl,
-        )
+        super().__init__(store, **options)
         self.root = Path(root).resolve()
         self.base_url = base_url.rstrip("/")
         self.signer = Signer(secret)

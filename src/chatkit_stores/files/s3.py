@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Coroutine, Iterable
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from chatkit.store import NotFoundError, Store
@@ -31,12 +31,21 @@ from chatkit.types import Attachment, AttachmentCreateParams, AttachmentUploadDe
 from pydantic import AnyUrl
 
 from ..base import check_id
-from ..telemetry import SERVER_ADDRESS, SERVER_PORT, Attributes, traced
-from ..tenancy import TenantResolver
-from .base import DEFAULT_MAX_BYTES, AttachmentStoreBase, TContext, limited
+from ..telemetry import SERVER_ADDRESS, SERVER_PORT, Attributes
+from .base import (
+    DEFAULT_PREVIEW_TTL,
+    DEFAULT_UPLOAD_TTL,
+    AttachmentOptions,
+    AttachmentStoreBase,
+    TContext,
+    limited,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MIB = 1024 * 1024
-DEFAULT_PART_SIZE = 5 * MIB  # peak memory grows about 4 parts: ~89 MiB RSS for a 1 GiB upload
+DEFAULT_PART_SIZE = 5 * MIB  # peak memory grows by about 4 parts (docs/attachments.md)
 MIN_PART_SIZE = 5 * MIB
 """S3's smallest part of a multipart upload (the last part may be smaller)."""
 MAX_PARTS = 10_000
@@ -75,13 +84,11 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
         client: Any = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
-        tenant: TenantResolver | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        allowed_mime_types: Collection[str] | None = None,
-        preview_ttl: int = 3600,
-        upload_ttl: int = 900,
         part_size: int = DEFAULT_PART_SIZE,
+        **options: Unpack[AttachmentOptions],
     ) -> None:
+        preview_ttl = options.get("preview_ttl", DEFAULT_PREVIEW_TTL)
+        upload_ttl = options.get("upload_ttl", DEFAULT_UPLOAD_TTL)
         if not bucket:
             raise ValueError("bucket must be a bucket name")
         if part_size < MIN_PART_SIZE:
@@ -91,14 +98,7 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
                 raise ValueError(f"{name} must be 1 to {MAX_PRESIGN_TTL} seconds, got {ttl}")
         if client is None and importlib.util.find_spec("boto3") is None:
             raise ImportError(INSTALL_HINT)
-        super().__init__(
-            store,
-            tenant=tenant,
-            max_bytes=max_bytes,
-            allowed_mime_types=allowed_mime_types,
-            preview_ttl=preview_ttl,
-            upload_ttl=upload_ttl,
-        )
+        super().__init__(store, **options)
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
@@ -161,26 +161,24 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
 
     # ChatKit's AttachmentStore and AttachmentStoreBase entry points that sign URLs
 
-    @traced()
-    async def create_attachment(
+    async def _create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
-        """Check type and size; return the attachment with a presigned PUT of exactly that size.
+        """The attachment with a presigned PUT of exactly the declared size.
 
         The declared ``input.size`` is signed as ``Content-Length``: S3 refuses a body of any
         other length (every HTTP client sends the header from the body, so ``headers`` need not).
         """
         await self.get_client()
-        attachment = await super().create_attachment(input, context)
+        attachment = await super()._create_attachment(input, context)
         tenant = self.tenant_of(context)
         descriptor = self._put_descriptor(tenant, attachment.id, attachment.mime_type, input.size)
         return attachment.model_copy(update={"upload_descriptor": descriptor})
 
-    @traced()
-    async def present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
-        """Return the attachment with a fresh presigned preview URL and its upload state."""
+    async def _present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
+        """The attachment with a fresh presigned preview URL and its upload state."""
         await self.get_client()
-        return await super().present(tenant, attachment, check=check)
+        return await super()._present(tenant, attachment, check=check)
 
     # AttachmentStoreBase
 

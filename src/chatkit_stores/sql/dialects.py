@@ -207,8 +207,8 @@ def use_index(stmt: Select[Any], table: Table, index: str) -> Select[Any]:
     """Make MySQL/MariaDB walk ``index`` for ``table`` (other dialects choose it themselves).
 
     With a cursor deep in a long list, MariaDB 10.11 prefers ``ref`` on the equality columns
-    and reads every row from the list's end to the cursor (50,000 rows, ~130 ms at the middle
-    of a 100,000-item thread); forced, it takes the range on created_at (~20 rows).
+    and reads every row from the list's end to the cursor; forced, it takes the range on
+    created_at, about one page of rows (``tests/test_query_plans.py`` checks it).
     """
     hint = f"FORCE INDEX ({index})"
     return stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
@@ -17,28 +17,29 @@ from sqlalchemy import exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..audit import ATTACHMENT_DELETE, THREAD_DELETE, AuditHook, audited
+from ..audit import ATTACHMENT_DELETE, THREAD_DELETE
 from ..base import (
-    DEFAULT_MAX_PAGE_SIZE,
     StoreBase,
+    StoreOptions,
     TContext,
     check_id,
     is_key,
     make_page,
-    position,
+    naive_utc,
 )
-from ..concurrency import ThreadConflicts
-from ..encryption import KeyRing
-from ..telemetry import Attributes, Telemetry, sql_attributes, traced
-from ..tenancy import TENANT_SETTING, TenantResolver
+from ..telemetry import Attributes, operation, sql_attributes
+from ..tenancy import TENANT_SETTING
 from . import dialects
-from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs, Encrypted
+from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs
 from .dialects import key_text
 from .driver import Driver, Row, run
 from .greenlets import release_idle
 from .schema import DEFAULT_TABLE_PREFIX, make_tables
 from .statements import Kind, Order, Statement, build_statements
 from .turns import turns_for
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 M = TypeVar("M")
 
@@ -49,11 +50,10 @@ _MISSING_COLUMN = ("does not exist", "Unknown column", "no such column")
 
 
 PARSE_SLICE_S = 0.002
-"""Longest stretch of parsing a page before letting other tasks run (a page of big items is
-3-11 ms of pydantic work: without yielding, the event loop would stall that long). A widget item
-alone can take 0.5-1.5 ms to validate, which no slicing can split. Shorter slices cost
-throughput under load: each yield lets other requests run and validation resumes with colder
-caches (at 50 clients, 1 ms slices measured about 5% fewer turns/s than none)."""
+"""Longest stretch of parsing a page before letting other tasks run: a page of big items is
+milliseconds of pydantic work, which would otherwise stall the event loop that long (one big
+item alone cannot be split). Shorter slices cost throughput under load, as each yield resumes
+validation with colder caches; the figures are in docs/benchmarks.md (event-loop stalls)."""
 
 
 async def _parse_yielding(rows: list[Row], parse: Callable[..., M]) -> list[M]:
@@ -101,32 +101,20 @@ class SQLStore(StoreBase[TContext]):
         url: str | URL | None = None,
         *,
         engine: AsyncEngine | None = None,
-        tenant: TenantResolver | None = None,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
-        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
         engine_options: dict[str, Any] | None = None,
-        audit: AuditHook | None = None,
-        telemetry: Telemetry | None = None,
-        thread_conflicts: ThreadConflicts = "merge",
         row_level_security: bool = False,
         blobs: Blobs = PLAIN,
-        encryption: KeyRing | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        super().__init__(
-            tenant=tenant,
-            max_page_size=max_page_size,
-            audit=audit,
-            telemetry=telemetry,
-            thread_conflicts=thread_conflicts,
-        )
+        super().__init__(**options)
         if (url is None) == (engine is None):
             raise TypeError(f"{type(self).__name__} needs exactly one of a URL or engine=")
         if engine is None:
             assert url is not None
             parsed = dialects.async_url(self._normalize(url))
             self._check_backend(dialects.backend_of(parsed))
-            options = dialects.engine_options(parsed, engine_options)
-            engine = dialects.create_engine(parsed, options)
+            engine = dialects.create_engine(parsed, dialects.engine_options(parsed, engine_options))
             self._owns_engine = True
         else:
             self._check_backend(dialects.backend_of(engine.url))
@@ -139,9 +127,7 @@ class SQLStore(StoreBase[TContext]):
         if row_level_security and self.backend != "postgresql":
             raise ValueError("row_level_security needs PostgreSQL")
         self.row_level_security = row_level_security
-        if encryption is not None and blobs is not PLAIN:
-            raise TypeError("give encryption= or blobs=, not both")
-        self.blobs = blobs if encryption is None else Encrypted(encryption)
+        self.blobs = blobs
         """How a model's JSON is stored in ``data`` and read back (the one seam for both)."""
         self.statements = build_statements(self.tables, self.backend, engine.dialect)
         """Every statement, compiled once: ``self.statements.save_item``, ``.page(...)``."""
@@ -203,34 +189,25 @@ class SQLStore(StoreBase[TContext]):
 
     # threads
 
-    @traced("threads")
-    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
-        """Insert or replace a thread; never undoes a change saved since it was loaded."""
-        key = {"tenant": self.tenant_of(context), "id": check_id(thread.id, "thread id")}
-        created_at = position(thread.created_at)
+    async def _swap_thread_row(
+        self, tenant: str, thread: ThreadMetadata, data: str, version: int
+    ) -> bool:
+        blob = self.blobs.seal(data, THREADS, tenant, thread.id)
+        values = {"tenant": tenant, "id": thread.id, "data": blob, "version": version}
+        return await self._execute(self.statements.swap_thread, **values) == 1
 
-        row = (THREADS, key["tenant"], key["id"])
+    async def _stored_thread_row(self, tenant: str, thread_id: str) -> tuple[str, int] | None:
+        rows = await self._fetch(self.statements.load_thread, tenant=tenant, id=thread_id)
+        if not rows:
+            return None
+        return self.blobs.open(rows[0][0], THREADS, tenant, thread_id), rows[0][1]
 
-        async def swap(data: str, version: int) -> bool:
-            blob = self.blobs.seal(data, *row)
-            return (
-                await self._execute(self.statements.swap_thread, **key, data=blob, version=version)
-                == 1
-            )
+    async def _upsert_thread_row(self, tenant: str, thread: ThreadMetadata, data: str) -> None:
+        blob = self.blobs.seal(data, THREADS, tenant, thread.id)
+        values = {"tenant": tenant, "id": thread.id, "created_at": naive_utc(thread.created_at)}
+        await self._execute(self.statements.save_thread, **values, data=blob)
 
-        async def current() -> tuple[str, int] | None:
-            rows = await self._fetch(self.statements.load_thread, **key)
-            return (self.blobs.open(rows[0][0], *row), rows[0][1]) if rows else None
-
-        async def upsert(data: str) -> None:
-            blob = self.blobs.seal(data, *row)
-            await self._execute(
-                self.statements.save_thread, **key, created_at=created_at, data=blob
-            )
-
-        await self.save_versioned(thread, key["tenant"], swap=swap, current=current, upsert=upsert)
-
-    @traced("threads")
+    @operation("threads")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         """Return the thread, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -247,7 +224,7 @@ class SQLStore(StoreBase[TContext]):
         self.loaded_threads.remember(thread, tenant, version, data)
         return thread
 
-    @traced("threads")
+    @operation("threads")
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
@@ -255,20 +232,17 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         size = self.page_size(limit, order)
 
-        def thread_of_row(blob: str, id_: str | bytes) -> ThreadMetadata:
-            json = self.blobs.open(blob, THREADS, tenant, key_text(id_))
-            return ThreadMetadata.model_validate_json(json)
+        def thread_of_row(blob: str, *ids: str) -> ThreadMetadata:  # ids: any after data
+            return ThreadMetadata.model_validate_json(self.blobs.open(blob, THREADS, tenant, *ids))
 
         return await self._page("thread", {"tenant": tenant}, after, size, order, thread_of_row)
 
-    @traced("threads")
-    @audited(THREAD_DELETE)
+    @operation("threads", audit=THREAD_DELETE)
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Delete the thread, its items and its attachments' metadata in one transaction."""
         await self._delete_thread(self.tenant_of(context), thread_id, None)
 
-    @traced("threads")
-    @audited(THREAD_DELETE)
+    @operation("threads", audit=THREAD_DELETE)
     async def delete_inactive_thread(
         self, thread_id: str, context: TContext, inactive_before: datetime
     ) -> bool:
@@ -288,7 +262,7 @@ class SQLStore(StoreBase[TContext]):
         async def delete(db: Driver) -> list[str] | None:
             if inactive_before is not None:
                 # First, so that a thread that became active meanwhile is left whole.
-                values = {**thread, "before": position(inactive_before)}
+                values = {**thread, "before": naive_utc(inactive_before)}
                 if not await db.execute(self.statements.delete_inactive_thread, values):
                     return None
             await db.execute(self.statements.delete_thread_items, of_thread)
@@ -309,12 +283,12 @@ class SQLStore(StoreBase[TContext]):
 
     # items
 
-    @traced("items")
+    @operation("items")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Add an item unless one with its id is stored (a retry never reverts a later save)."""
         await self._write_item(self.statements.insert_item, thread_id, item, context)
 
-    @traced("items")
+    @operation("items")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace an item; an existing item keeps its place."""
         await self._write_item(self.statements.save_item, thread_id, item, context)
@@ -331,11 +305,11 @@ class SQLStore(StoreBase[TContext]):
             thread_id=thread_id,
             id=item_id,
             type=item.type,
-            created_at=position(item.created_at),
+            created_at=naive_utc(item.created_at),
             data=self.blobs.seal(item.model_dump_json(), ITEMS, tenant, thread_id, item_id),
         )
 
-    @traced("items")
+    @operation("items")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         """Return the item, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -347,7 +321,7 @@ class SQLStore(StoreBase[TContext]):
         item = _ITEM.validate_json(self.blobs.open(data, ITEMS, tenant, thread_id, item_id))
         return await self.present_item(tenant, item)
 
-    @traced("items")
+    @operation("items")
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
     ) -> Page[ThreadItem]:
@@ -358,16 +332,15 @@ class SQLStore(StoreBase[TContext]):
             return await self._page_of_nothing(after)
         scope = {"tenant": tenant, "thread_id": thread_id}
 
-        def item_of_row(blob: str, id_: str | bytes) -> ThreadItem:
-            json = self.blobs.open(blob, ITEMS, tenant, thread_id, key_text(id_))
-            return _ITEM.validate_json(json)
+        def item_of_row(blob: str, *ids: str) -> ThreadItem:  # ids: any after data
+            return _ITEM.validate_json(self.blobs.open(blob, ITEMS, tenant, thread_id, *ids))
 
         page = await self._page("item", scope, after, size, order, item_of_row)
         if self.attachment_store is not None:
             page.data = [await self.present_item(tenant, item) for item in page.data]
         return page
 
-    @traced("items")
+    @operation("items")
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         """Delete one item; a missing item is a no-op."""
         tenant = self.tenant_of(context)
@@ -377,7 +350,7 @@ class SQLStore(StoreBase[TContext]):
 
     # attachments
 
-    @traced("attachments")
+    @operation("attachments")
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Insert or replace attachment metadata (ChatKit re-saves it to set ``thread_id``)."""
         thread_id = attachment.thread_id
@@ -388,11 +361,11 @@ class SQLStore(StoreBase[TContext]):
             tenant=tenant,
             id=attachment_id,
             thread_id=None if thread_id is None else check_id(thread_id, "thread id"),
-            created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            created_at=naive_utc(datetime.now(timezone.utc)),
             data=self.blobs.seal(attachment.model_dump_json(), ATTACHMENTS, tenant, attachment_id),
         )
 
-    @traced("attachments")
+    @operation("attachments")
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         """Return the attachment metadata, or raise ``NotFoundError``."""
         tenant = self.tenant_of(context)
@@ -404,8 +377,7 @@ class SQLStore(StoreBase[TContext]):
         json = self.blobs.open(data, ATTACHMENTS, tenant, attachment_id)
         return await self.present_attachment(tenant, _ATTACHMENT.validate_json(json))
 
-    @traced("attachments")
-    @audited(ATTACHMENT_DELETE)
+    @operation("attachments", audit=ATTACHMENT_DELETE)
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Delete attachment metadata, then its bytes; a missing attachment is a no-op."""
         tenant = self.tenant_of(context)
@@ -415,16 +387,16 @@ class SQLStore(StoreBase[TContext]):
         ):
             await self.forget_attachments(tenant, [attachment_id])
 
-    @traced("attachments")
+    @operation("attachments")
     async def orphaned_attachments(
         self, created_before: datetime, limit: int = 1000
     ) -> list[tuple[str, str]]:
         """``(tenant, id)`` of attachments saved before the cutoff and never put in a thread."""
-        values = {"tenant": None, "before": position(created_before), "limit": limit}
+        values = {"tenant": None, "before": naive_utc(created_before), "limit": limit}
         rows = await self._fetch(self.statements.orphaned_attachments, **values)  # every tenant's
         return [(key_text(tenant), key_text(id_)) for tenant, id_ in rows]
 
-    @traced("attachments")
+    @operation("attachments")
     async def update_attachment(
         self, tenant: str, attachment_id: str, change: Callable[[Attachment], Attachment]
     ) -> Attachment | None:
@@ -446,20 +418,19 @@ class SQLStore(StoreBase[TContext]):
 
         return await self._run(tenant, update, atomic=True)
 
-    @traced("attachments")
-    @audited(ATTACHMENT_DELETE)
+    @operation("attachments", audit=ATTACHMENT_DELETE)
     async def delete_orphan(
         self, attachment_id: str, context: TContext, created_before: datetime
     ) -> bool:
         """Delete the metadata if it is still in no thread and saved before the cutoff."""
         tenant = self.tenant_of(context)
-        values = {"tenant": tenant, "id": attachment_id, "before": position(created_before)}
+        values = {"tenant": tenant, "id": attachment_id, "before": naive_utc(created_before)}
         return (
             is_key(attachment_id)
             and await self._execute(self.statements.delete_orphan, **values) == 1
         )
 
-    @traced("attachments")
+    @operation("attachments")
     async def attachment_keys(
         self, after: tuple[str, str] | None = None, limit: int = 1000
     ) -> list[tuple[str, str]]:
