@@ -293,6 +293,12 @@ class StoreMachine(RuleBasedStateMachine):
             return f"{name}_{self.suffix}"
         return f"{name}.{owner}_{self.suffix}"
 
+    def _item_id(self, name: str, thread: str, owner: str) -> str:
+        """The id of item ``name`` of ``thread``: with global ids, one per thread as well."""
+        if self.config.capabilities.tenant_id_scopes:
+            return self._id(name, owner)
+        return self._id(f"{name}@{thread}", owner)
+
     def _cursor(self, name: str | None, owner: str) -> str | None:
         return None if name is None else self._id(name, owner)
 
@@ -340,12 +346,12 @@ class StoreMachine(RuleBasedStateMachine):
         """(tenant, thread, item) of every item the reference model holds."""
         keys = self.reference._items  # the reference is this package's own MemoryStore
         return sorted(
-            (tenant, str(self._short(thread)), str(self._short(item)))
+            (tenant, str(self._short(thread)), str(self._short(item)).partition("@")[0])
             for tenant, thread, item in keys
         )
 
     def _stored(self, tenant: str, thread: str, item: str) -> ThreadItem:
-        key = (tenant, self._id(thread, tenant), self._id(item, tenant))
+        key = (tenant, self._id(thread, tenant), self._item_id(item, thread, tenant))
         return self.reference._items[key].model.model_copy(deep=True)
 
     def _check(
@@ -427,7 +433,9 @@ class StoreMachine(RuleBasedStateMachine):
                     tenant,
                     "load_item",
                     {"thread": thread, "item": item},
-                    lambda s, c: s.load_item(self._id(thread, writer), self._id(item, writer), c),
+                    lambda s, c: s.load_item(
+                        self._id(thread, writer), self._item_id(item, thread, writer), c
+                    ),
                     read_back=True,
                 )
 
@@ -580,7 +588,7 @@ class StoreMachine(RuleBasedStateMachine):
         created_at: datetime,
         text: str,
     ) -> None:
-        thread_id, item_id = self._id(thread, tenant), self._id(item, tenant)
+        thread_id, item_id = self._id(thread, tenant), self._item_id(item, thread, tenant)
         write = "add_thread_item" if operation.endswith("add_thread_item") else "save_item"
         stored = (tenant, thread_id, item_id) in self.reference._items
         retry = write == "add_thread_item" and stored
@@ -603,7 +611,9 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "load_item",
             {"thread": thread, "item": item},
-            lambda s, c: s.load_item(self._id(thread, tenant), self._id(item, tenant), c),
+            lambda s, c: s.load_item(
+                self._id(thread, tenant), self._item_id(item, thread, tenant), c
+            ),
         )
 
     @rule(
@@ -622,7 +632,11 @@ class StoreMachine(RuleBasedStateMachine):
             "load_thread_items",
             {"thread": thread, "after": after, "limit": limit, "order": order},
             lambda s, c: s.load_thread_items(
-                self._id(thread, tenant), self._cursor(after, tenant), limit, order, c
+                self._id(thread, tenant),
+                None if after is None else self._item_id(after, thread, tenant),
+                limit,
+                order,
+                c,
             ),
             cursor=after is not None,
         )
@@ -634,7 +648,9 @@ class StoreMachine(RuleBasedStateMachine):
             tenant,
             "delete_thread_item",
             {"thread": thread, "item": item},
-            lambda s, c: s.delete_thread_item(self._id(thread, tenant), self._id(item, tenant), c),
+            lambda s, c: s.delete_thread_item(
+                self._id(thread, tenant), self._item_id(item, thread, tenant), c
+            ),
         )
         self._read_items(tenant, thread, None)
 
