@@ -162,107 +162,67 @@ def _build(t: Tables, backend: str, dialect: Dialect) -> Statements:
         for order in ORDERS
         for after in (False, True)
     }
-    return Statements(
-        save_thread=sql(
-            "save_thread",
-            dialects.upsert(backend, threads, _row(threads), thread_key, ["data"], "version"),
+    clauses: dict[str, ClauseElement] = {
+        "save_thread": dialects.upsert(
+            backend, threads, _row(threads), thread_key, ["data"], "version"
         ),
-        load_thread=sql(
-            "load_thread",
-            select(threads.c.data, threads.c.version).where(*_match(threads, *thread_key)),
+        "load_thread": select(threads.c.data, threads.c.version).where(
+            *_match(threads, *thread_key)
         ),
-        swap_thread=sql(
-            "swap_thread",
-            update(threads)
-            .where(*_match(threads, "tenant", "id", "version"))
-            .values(data=bindparam("data"), version=threads.c.version + 1),
+        "swap_thread": update(threads)
+        .where(*_match(threads, "tenant", "id", "version"))
+        .values(data=bindparam("data"), version=threads.c.version + 1),
+        "delete_thread": delete(threads).where(*_match(threads, *thread_key)),
+        "delete_inactive_thread": delete(threads).where(
+            *_match(threads, "tenant", "id"),
+            threads.c.created_at < bindparam("before"),
+            func.coalesce(newest_item, threads.c.created_at) < bindparam("before"),
         ),
-        delete_thread=sql("delete_thread", delete(threads).where(*_match(threads, *thread_key))),
-        delete_inactive_thread=sql(
-            "delete_inactive_thread",
-            delete(threads).where(
-                *_match(threads, "tenant", "id"),
-                threads.c.created_at < bindparam("before"),
-                func.coalesce(newest_item, threads.c.created_at) < bindparam("before"),
-            ),
+        "save_item": dialects.upsert(backend, items, _row(items), item_key, ["type", "data"]),
+        "insert_item": dialects.insert_missing(backend, items, _row(items), item_key),
+        "load_item": select(items.c.data).where(*_match(items, *item_key)),
+        "delete_item": delete(items).where(*_match(items, *item_key)),
+        "delete_thread_items": delete(items).where(*_match(items, "tenant", "thread_id")),
+        "save_attachment": dialects.upsert(
+            backend, attachments, _row(attachments), attachment_key, ["thread_id", "data"]
         ),
-        save_item=sql(
-            "save_item", dialects.upsert(backend, items, _row(items), item_key, ["type", "data"])
+        "load_attachment": select(attachments.c.data).where(*_match(attachments, *attachment_key)),
+        "delete_attachment": delete(attachments).where(*_match(attachments, *attachment_key)),
+        "delete_thread_attachments": delete(attachments).where(
+            *_match(attachments, "tenant", "thread_id")
         ),
-        insert_item=sql(
-            "insert_item", dialects.insert_missing(backend, items, _row(items), item_key)
+        "thread_attachment_ids": select(attachments.c.id).where(
+            *_match(attachments, "tenant", "thread_id")
         ),
-        load_item=sql("load_item", select(items.c.data).where(*_match(items, *item_key))),
-        delete_item=sql("delete_item", delete(items).where(*_match(items, *item_key))),
-        delete_thread_items=sql(
-            "delete_thread_items", delete(items).where(*_match(items, "tenant", "thread_id"))
+        "lock_attachment": select(attachments.c.data)
+        .where(*_match(attachments, *attachment_key))
+        .with_for_update(),
+        "update_attachment": update(attachments)
+        .where(*_match(attachments, *attachment_key))
+        .values(thread_id=bindparam("thread_id"), data=bindparam("data")),
+        "orphaned_attachments": select(attachments.c.tenant, attachments.c.id)
+        .where(attachments.c.thread_id.is_(None), attachments.c.created_at < bindparam("before"))
+        .order_by(attachments.c.created_at)
+        .limit(bindparam("limit")),
+        "delete_orphan": delete(attachments).where(
+            *_match(attachments, *attachment_key),
+            attachments.c.thread_id.is_(None),
+            attachments.c.created_at < bindparam("before"),
         ),
-        save_attachment=sql(
-            "save_attachment",
-            dialects.upsert(
-                backend, attachments, _row(attachments), attachment_key, ["thread_id", "data"]
-            ),
-        ),
-        load_attachment=sql(
-            "load_attachment",
-            select(attachments.c.data).where(*_match(attachments, *attachment_key)),
-        ),
-        delete_attachment=sql(
-            "delete_attachment", delete(attachments).where(*_match(attachments, *attachment_key))
-        ),
-        delete_thread_attachments=sql(
-            "delete_thread_attachments",
-            delete(attachments).where(*_match(attachments, "tenant", "thread_id")),
-        ),
-        thread_attachment_ids=sql(
-            "thread_attachment_ids",
-            select(attachments.c.id).where(*_match(attachments, "tenant", "thread_id")),
-        ),
-        lock_attachment=sql(
-            "lock_attachment",
-            select(attachments.c.data)
-            .where(*_match(attachments, *attachment_key))
-            .with_for_update(),
-        ),
-        update_attachment=sql(
-            "update_attachment",
-            update(attachments)
-            .where(*_match(attachments, *attachment_key))
-            .values(thread_id=bindparam("thread_id"), data=bindparam("data")),
-        ),
-        orphaned_attachments=sql(
-            "orphaned_attachments",
-            select(attachments.c.tenant, attachments.c.id)
-            .where(
-                attachments.c.thread_id.is_(None), attachments.c.created_at < bindparam("before")
+        "attachment_keys": select(attachments.c.tenant, attachments.c.id)
+        .where(
+            or_(
+                attachments.c.tenant > after_tenant,
+                and_(attachments.c.tenant == after_tenant, attachments.c.id > after_id),
             )
-            .order_by(attachments.c.created_at)
-            .limit(bindparam("limit")),
-        ),
-        delete_orphan=sql(
-            "delete_orphan",
-            delete(attachments).where(
-                *_match(attachments, *attachment_key),
-                attachments.c.thread_id.is_(None),
-                attachments.c.created_at < bindparam("before"),
-            ),
-        ),
-        attachment_keys=sql(
-            "attachment_keys",
-            select(attachments.c.tenant, attachments.c.id)
-            .where(
-                or_(
-                    attachments.c.tenant > after_tenant,
-                    and_(attachments.c.tenant == after_tenant, attachments.c.id > after_id),
-                )
-            )
-            .order_by(attachments.c.tenant, attachments.c.id)
-            .limit(bindparam("limit")),
-        ),
-        thread_cursor=sql("cursor_thread", _cursor(backend, threads, KEYS["thread"], "id", "seq")),
-        item_cursor=sql("cursor_item", _cursor(backend, items, item_key, "id", "seq")),
-        pages=pages,
-    )
+        )
+        .order_by(attachments.c.tenant, attachments.c.id)
+        .limit(bindparam("limit")),
+        "thread_cursor": _cursor(backend, threads, KEYS["thread"], "id", "seq"),
+        "item_cursor": _cursor(backend, items, item_key, "id", "seq"),
+    }
+    compiled = {name: sql(name, clause) for name, clause in clauses.items()}
+    return Statements(**compiled, pages=pages)
 
 
 def _page(backend: str, table: Table, kind: Kind, order: Order, after: bool) -> ClauseElement:
