@@ -306,7 +306,8 @@ def operation(
         @functools.wraps(method)
         def shell(store: Any, *args: Any, **kwargs: Any) -> Any:
             telemetry = store.telemetry
-            if not telemetry.active and call.audit is None and not telemetry.on():
+            off = not telemetry.active and (telemetry.decided or not telemetry.on())
+            if off and call.audit is None:
                 return method(store, *args, **kwargs)  # the method's own coroutine
             return _run(call, method, store, args, kwargs)
 
@@ -358,7 +359,7 @@ def traced_stream(operation: str | None = None) -> Callable[[S], S]:
         @functools.wraps(method)
         def shell(store: Any, *args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
             telemetry: Telemetry = store.telemetry
-            if not telemetry.active and not telemetry.on():
+            if not telemetry.active and (telemetry.decided or not telemetry.on()):
                 return method(store, *args, **kwargs)
             tenant = call.tenant(store, args, kwargs) if telemetry.record_tenant else None
             measure = telemetry.start(store, call, tenant)
