@@ -32,7 +32,7 @@ from chatkit.types import (
 from chatkit_stores import DiskAttachmentStore, PostgresStore, SQLStore
 from chatkit_stores.cli import main as cli
 from chatkit_stores.migrations import migrate, run_sync
-from chatkit_stores.operations.distribute import distribute_tables
+from chatkit_stores.operations.distribute import _distribution, distribute_tables
 from chatkit_stores.sql.driver import PostgresDriver
 from conftest import drop_tables
 from test_stores import SQLStoreTests
@@ -99,6 +99,50 @@ def test_distribute_is_idempotent_and_colocates_by_tenant(
         assert cli(["distribute", citus_url, "--table-prefix", prefix]) == 0
         assert "nothing to do, already distributed" in capsys.readouterr().out
         assert _colocation(citus_url, prefix) == placed
+    finally:
+        asyncio.run(drop_tables(citus_url, prefix))
+
+
+def test_distribute_changes_nothing_when_a_table_is_held_otherwise(
+    citus_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table Citus already holds another way is refused before anything is distributed; a
+    prefix with capitals works (names are quoted)."""
+    prefix = f"Cd{uuid.uuid4().hex[:8]}_"
+    quoted = {t: f'"{prefix}{t}"' for t in ("threads", "items", "attachments")}
+    try:
+        asyncio.run(migrate(citus_url, prefix=prefix))
+        asyncio.run(
+            run_sync(
+                citus_url,
+                lambda c: c.execute(
+                    sa.text("SELECT create_reference_table(:t)"), {"t": quoted["attachments"]}
+                ),
+            )
+        )
+        assert cli(["distribute", citus_url, "--table-prefix", prefix]) == 1
+        err = capsys.readouterr().err
+        assert "already distributed as a reference or local table" in err
+        assert err.count("\n") == 1
+
+        def held(conn: sa.Connection) -> dict[str, tuple[str | None, str | None]]:
+            return {t: _distribution(conn, name) for t, name in quoted.items()}
+
+        assert asyncio.run(run_sync(citus_url, held)) == {
+            "threads": (None, None),
+            "items": (None, None),
+            "attachments": ("n", None),
+        }, "nothing was distributed"
+        asyncio.run(
+            run_sync(
+                citus_url,
+                lambda c: c.exec_driver_sql(
+                    f"SELECT undistribute_table('{quoted['attachments']}')"
+                ),
+            )
+        )
+        assert cli(["distribute", citus_url, "--table-prefix", prefix]) == 0
+        assert {m for m, _ in asyncio.run(run_sync(citus_url, held)).values()} == {"h"}
     finally:
         asyncio.run(drop_tables(citus_url, prefix))
 

@@ -44,16 +44,20 @@ def distribute_tables(connection: sa.Connection, prefix: str) -> list[str]:
                 f"{prefix}{table}'s primary key does not include tenant: run "
                 "`chatkit-stores migrate URL` (revision 0003) first; nothing was changed"
             )
+    quote = connection.dialect.identifier_preparer.quote
+    names = [quote(f"{prefix}{table}") for table in TABLES]  # as regclass text: case kept
+    placed = {name: _distribution(connection, name) for name in names}
+    for name, (method, column) in placed.items():
+        if method is not None and (method, column) != ("h", "tenant"):
+            how = f"by {column}" if column else "as a reference or local table"
+            raise OperationError(
+                f"{name} is already distributed {how}, not by tenant; nothing was changed"
+            )
     done = []
-    first = f"{prefix}{TABLES[0]}"
-    for table in TABLES:
-        name = f"{prefix}{table}"
-        column = _distribution_column(connection, name)
-        if column == "tenant":
-            continue
-        if column is not None:
-            raise OperationError(f"{name} is already distributed by {column}, not by tenant")
-        colocate = "default" if name == first else first
+    for name in names:
+        if placed[name][0] is not None:
+            continue  # already distributed by tenant
+        colocate = "default" if name == names[0] else names[0]
         connection.execute(
             sa.text("SELECT create_distributed_table(:t, 'tenant', colocate_with => :c)"),
             {"t": name, "c": colocate},
@@ -67,16 +71,19 @@ def _has_citus(connection: sa.Connection) -> bool:
     return found.first() is not None
 
 
-def _distribution_column(connection: sa.Connection, table: str) -> str | None:
-    """The column ``table`` is distributed by, or None if Citus does not distribute it."""
+def _distribution(connection: sa.Connection, table: str) -> tuple[str | None, str | None]:
+    """How Citus holds ``table``: (method, column); (None, None) if it is not in Citus's
+    metadata. Method ``h`` is hash-distributed; a reference or local table has no column."""
     found = connection.execute(
         sa.text(
-            "SELECT column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition"
-            " WHERE logicalrelid = CAST(:t AS regclass) AND partmethod = 'h'"
+            "SELECT partmethod::text, column_to_column_name(logicalrelid, partkey)"
+            " FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"
         ),
         {"t": table},
-    ).scalar()
-    return None if found is None else str(found)
+    ).first()
+    if found is None:
+        return None, None
+    return str(found[0]), None if found[1] is None else str(found[1])
 
 
 def command(args: argparse.Namespace) -> int:
