@@ -27,10 +27,11 @@ from ..base import (
     make_page,
     naive_utc,
 )
+from ..encryption import KeyRing
 from ..telemetry import Attributes, operation, sql_attributes
 from ..tenancy import TENANT_SETTING
 from . import dialects
-from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs
+from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs, Encrypted
 from .dialects import key_text
 from .driver import Driver, Row, run
 from .greenlets import release_idle
@@ -105,6 +106,7 @@ class SQLStore(StoreBase[TContext]):
         engine_options: dict[str, Any] | None = None,
         row_level_security: bool = False,
         blobs: Blobs = PLAIN,
+        encryption: KeyRing | None = None,
         **options: Unpack[StoreOptions],
     ) -> None:
         super().__init__(**options)
@@ -127,7 +129,9 @@ class SQLStore(StoreBase[TContext]):
         if row_level_security and self.backend != "postgresql":
             raise ValueError("row_level_security needs PostgreSQL")
         self.row_level_security = row_level_security
-        self.blobs = blobs
+        if encryption is not None and blobs is not PLAIN:
+            raise TypeError("give encryption= or blobs=, not both")
+        self.blobs = blobs if encryption is None else Encrypted(encryption)
         """How a model's JSON is stored in ``data`` and read back (the one seam for both)."""
         self.statements = build_statements(self.tables, self.backend, engine.dialect)
         """Every statement, compiled once: ``self.statements.save_item``, ``.page(...)``."""
@@ -232,8 +236,9 @@ class SQLStore(StoreBase[TContext]):
         tenant = self.tenant_of(context)
         size = self.page_size(limit, order)
 
-        def thread_of_row(blob: str, *ids: str) -> ThreadMetadata:  # ids: any after data
-            return ThreadMetadata.model_validate_json(self.blobs.open(blob, THREADS, tenant, *ids))
+        def thread_of_row(blob: str, id_: str | bytes) -> ThreadMetadata:
+            json = self.blobs.open(blob, THREADS, tenant, key_text(id_))
+            return ThreadMetadata.model_validate_json(json)
 
         return await self._page("thread", {"tenant": tenant}, after, size, order, thread_of_row)
 
@@ -332,8 +337,9 @@ class SQLStore(StoreBase[TContext]):
             return await self._page_of_nothing(after)
         scope = {"tenant": tenant, "thread_id": thread_id}
 
-        def item_of_row(blob: str, *ids: str) -> ThreadItem:  # ids: any after data
-            return _ITEM.validate_json(self.blobs.open(blob, ITEMS, tenant, thread_id, *ids))
+        def item_of_row(blob: str, id_: str | bytes) -> ThreadItem:
+            json = self.blobs.open(blob, ITEMS, tenant, thread_id, key_text(id_))
+            return _ITEM.validate_json(json)
 
         page = await self._page("item", scope, after, size, order, item_of_row)
         if self.attachment_store is not None:
