@@ -16,10 +16,12 @@ Operations go through every Store method and every attachment path: ``create_att
 direct ``upload``, two-phase uploads through the issued URL (the disk store's ASGI app over
 ``httpx.ASGITransport``, or S3 presigned PUTs), downloads and previews through signed URLs,
 ``load_attachment`` with ids a client sends (ChatKit building a user message),
-``delete_attachment``, ``delete_thread`` (which deletes the bytes of linked attachment stores)
-and ``delete_orphans``. Tenant names come in pairs that differ by case, a trailing space, a
-zero-width space or unicode normalization. Attachment ids are chosen by the test (the
-stores' ``generate_attachment_id`` is replaced), so A and B upload files with the same ids.
+``delete_attachment``, ``delete_thread`` (which deletes the bytes of linked attachment stores),
+``delete_orphans`` and ``erase_tenant`` (the operator's erasure of one tenant, rows and bytes:
+the other tenant's view stays what it is where the erased tenant never existed). Tenant names
+come in pairs that differ by case, a trailing space, a zero-width space or unicode
+normalization. Attachment ids are chosen by the test (the stores' ``generate_attachment_id``
+is replaced), so A and B upload files with the same ids.
 
 Run longer with ``CHATKIT_STORES_SEALING_EXAMPLES=500``; the number of examples and steps run
 is printed.
@@ -66,6 +68,7 @@ from chatkit_stores import (
     TenantError,
 )
 from chatkit_stores.files import AttachmentStoreBase
+from chatkit_stores.operations.erase import erase_tenant
 from chatkit_stores.testing import models
 from chatkit_stores.testing.models import T0
 from conftest import drop_tables
@@ -573,6 +576,28 @@ class SealingMachine(RuleBasedStateMachine):
 
         self._act(tenant, f"delete_attachment({attachment})", op)
 
+    def teardown(self) -> None:
+        """Every example ends erasing A, then B: each erasure leaves the other tenant's view
+        as it is where the erased tenant never existed."""
+        if self.contexts:
+            self.erase_tenant("A", 2)
+            self.erase_tenant("B", 500)
+
+    @rule(tenant=_tenant, batch_size=st.sampled_from((1, 500)))
+    def erase_tenant(self, tenant: str, batch_size: int) -> None:
+        """The operator's tenant erasure (chatkit-stores erase-tenant): what it removes is what
+        it removes where the other tenant does not exist, and it leaves the tenant nothing."""
+
+        async def op(world: World, ctx: dict[str, str]) -> Observation:
+            key = world.store.tenant_of(ctx)  # type: ignore[attr-defined]
+            files = world.files
+            report = await erase_tenant(world.store, key, files=files, batch_size=batch_size)
+            left = await erase_tenant(world.store, key, files=files, dry_run=True)
+            assert left.total == 0, f"erase_tenant left {left.summary(dry_run=True)}"
+            return normalize(world, {k: v for k, v in vars(report).items() if k != "tenant"})
+
+        self._act(tenant, f"erase_tenant(batch_size={batch_size})", op)
+
     @rule()
     def delete_orphans(self) -> None:
         """The operator's orphan collection, run in every world."""
@@ -736,6 +761,7 @@ def test_tenants_are_sealed(
         )
     assert counter.steps > 0
     assert len(counter.operations) >= 10, f"too few kinds of operation ran: {counter.operations}"
+    assert counter.operations["erase_tenant"] >= 2 * counter.examples
 
 
 @pytest.mark.parametrize("leak", sorted(LEAKS))

@@ -28,8 +28,8 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_pa
 
 DESCRIPTION = """\
 Run and maintain the databases of chatkit-stores: migrations (migrate, current, history,
-downgrade, stamp), checks and moves (doctor, copy, export, import), clean-ups (prune, orphans),
-the conformance suite for your own store, and a demo server.
+downgrade, stamp), checks and moves (doctor, copy, export, import), clean-ups (prune, orphans,
+erase-tenant), the conformance suite for your own store, and a demo server.
 """
 
 EPILOG = """\
@@ -107,6 +107,16 @@ Delete threads whose last activity (the thread's or its newest item's created_at
 than --older-than, with their items and attachment metadata, and their attachment bytes when
 --upload-dir or --s3-bucket names the attachment store. Prints each thread; --dry-run only
 lists them. URL defaults to $DATABASE_URL.
+"""
+
+ERASE_TENANT_HELP = """\
+Delete every thread, item and attachment record of TENANT, and every attachment file of it in
+the attachment store that --upload-dir or --s3-bucket names (--metadata-only: the database
+rows alone). Other tenants are never touched. Runs in batches of --batch-size rows, each
+committed on its own: an interrupted run is finished by running it again. Passes repeat until
+one finds nothing, so writes that overlap the erasure are erased too; block the tenant's access
+first. --dry-run prints the counts and deletes nothing. Audited (tenant.erase). URL defaults to
+$DATABASE_URL.
 """
 
 ORPHANS_HELP = """\
@@ -337,6 +347,18 @@ def _operation_commands(add: Adder) -> None:
     _attachment_flags(prune, required=False)
     common(prune)
 
+    erase = add("erase-tenant", "delete everything one tenant has stored", ERASE_TENANT_HELP)
+    erase.add_argument("url", metavar="URL", nargs="?", help=URL_HELP)
+    erase.add_argument("tenant", metavar="TENANT", help="the tenant key, exactly as stored")
+    erase.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    _attachment_flags(erase, required=False)
+    erase.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="no attachment store: erase the database rows alone",
+    )
+    common(erase, quiet=True)
+
     orphans = add(
         "orphans", "delete attachments never sent in a message (bytes and metadata)", ORPHANS_HELP
     )
@@ -406,7 +428,7 @@ def _database_command(args: argparse.Namespace) -> int:
     import asyncio
     import inspect
 
-    command = args.command.replace("import", "import_")
+    command = args.command.replace("import", "import_").replace("-", "_")
     if command in ("migrate", "downgrade", "stamp", "current"):
         return commands.migration(args)
     if command == "distribute":

@@ -40,7 +40,7 @@ def build_attachment_store(
         store,
         settings.upload_dir,
         base_url=settings.url + FILES_PATH,
-        secret=settings.secret,
+        secret=settings.signing_secrets,
         **limits,
     )
 

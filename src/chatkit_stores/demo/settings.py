@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..files.signing import MIN_SECRET_BYTES, SECRET_ENV
+from ..files.signing import MIN_SECRET_BYTES, OLD_SECRETS_ENV, SECRET_ENV
 from ..operations import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///chatkit-demo.db"
@@ -33,6 +33,9 @@ environment:
                       S3_ENDPOINT_URL, S3_PREFIX, AWS_* credentials as boto3 reads them)
   {SECRET_ENV}
                       URL signing secret (>= 32 bytes; default: a new one per run)
+  {OLD_SECRETS_ENV}
+                      earlier secrets, comma-separated: URLs they signed keep working
+                      (rotation: the new secret in {SECRET_ENV}, the old one here)
   OPENAI_API_KEY      answer with the Agents SDK (OPENAI_MODEL picks the model);
                       without it the demo answers offline with an echo
   PUBLIC_URL          the server's address as browsers see it (default http://HOST:PORT)
@@ -59,6 +62,7 @@ class DemoSettings:
     public_url: str | None = None
     secret: str = ""
     secret_generated: bool = False
+    old_secrets: tuple[str, ...] = ()
     openai_api_key: str | None = None
     openai_model: str | None = None
 
@@ -76,6 +80,9 @@ class DemoSettings:
         """
         env = os.environ if environ is None else environ
         secret = _secret(env.get(SECRET_ENV) or "")
+        old_secrets = _old_secrets(env.get(OLD_SECRETS_ENV) or "")
+        if old_secrets and not secret:
+            raise SettingsError(f"{OLD_SECRETS_ENV} needs {SECRET_ENV}: the secret that signs now")
         s3_bucket = env.get("S3_BUCKET") or None
         if s3_bucket and importlib.util.find_spec("boto3") is None:
             raise SettingsError("S3_BUCKET needs boto3: pip install 'chatkit-stores[s3]'")
@@ -90,9 +97,15 @@ class DemoSettings:
             public_url=(env.get("PUBLIC_URL") or "").rstrip("/") or None,
             secret=secret or secrets.token_urlsafe(32),
             secret_generated=not secret,
+            old_secrets=old_secrets,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_model=env.get("OPENAI_MODEL") or None,
         )
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        """The secret that signs URLs, then the earlier ones still accepted."""
+        return [self.secret, *self.old_secrets]
 
     def on_port(self, port: int) -> DemoSettings:
         """The same settings on the port the server actually bound (``--port 0``)."""
@@ -123,6 +136,17 @@ def _secret(text: str) -> str:
             "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return text
+
+
+def _old_secrets(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    for number, secret in enumerate(found, start=1):
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"{OLD_SECRETS_ENV}: secret {number} is {len(secret.encode())} bytes; "
+                f"each must be at least {MIN_SECRET_BYTES}"
+            )
+    return found
 
 
 def _database_url(text: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import math
 import os
 import re
 import uuid
@@ -27,7 +29,7 @@ from .base import (
     UploadRejected,
     limited,
 )
-from .signing import Grant, Signer
+from .signing import Grant, Secrets, Signer
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -41,7 +43,9 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
 
     ``base_url`` is where that app is mounted (``app.mount("/files", disk.asgi_app())`` ->
     ``base_url="https://chat.example.com/files"``). URLs are HMAC-signed with ``secret`` (or
-    ``CHATKIT_STORES_SECRET``), expire, and name one method, tenant and attachment.
+    ``CHATKIT_STORES_SECRET``), expire, and name one method, tenant and attachment. ``secret``
+    may be a list: URLs are signed with the first and accepted with any, so a secret rotates
+    without breaking URLs in flight (``CHATKIT_STORES_OLD_SECRETS``: earlier ones, by commas).
     """
 
     def __init__(
@@ -50,7 +54,7 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
         root: str | Path,
         *,
         base_url: str,
-        secret: str | bytes | None = None,
+        secret: Secrets | None = None,
         upload_method: Literal["POST", "PUT"] = "POST",
         **options: Unpack[AttachmentOptions],
     ) -> None:
@@ -157,6 +161,20 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
                 deleted += await asyncio.to_thread(_unlink, folder, strays)
         return deleted
 
+    async def tenant_files(self, tenant: str) -> list[str]:
+        """The names of the attachment files stored for ``tenant`` (not unfinished uploads)."""
+        names = await asyncio.to_thread(_old_files, self._folder(tenant), math.inf)
+        return sorted(names - _temporary(names))
+
+    async def delete_tenant_files(self, tenant: str) -> int:
+        """Delete every file of ``tenant`` (unfinished uploads too) and its folder; return how
+        many attachment files went. An upload of the tenant in flight fails."""
+        folder = self._folder(tenant)
+        names = await asyncio.to_thread(_old_files, folder, math.inf)
+        deleted = await asyncio.to_thread(_unlink, folder, names)
+        await asyncio.to_thread(_remove_if_empty, folder)
+        return deleted
+
     def _upload_descriptor(
         self, tenant: str, attachment_id: str, mime_type: str
     ) -> AttachmentUploadDescriptor:
@@ -231,6 +249,12 @@ def _unlink(folder: Path, names: set[str]) -> int:
             continue
         deleted += not name.endswith(".part")
     return deleted
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` unless something is in it (a file being uploaded right now)."""
+    with contextlib.suppress(OSError):  # missing, or not empty
+        folder.rmdir()
 
 
 def _flush(handle: Any) -> None:

@@ -271,6 +271,31 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
             return
         await self._delete_keys(client, keys)
 
+    # a tenant's erasure
+
+    async def tenant_files(self, tenant: str) -> list[str]:
+        """The keys of the attachment objects stored for ``tenant``."""
+        client = await self.get_client()
+        return sorted(await self._old_objects(client, self.tenant_prefix(tenant), _NEVER))
+
+    async def delete_tenant_files(self, tenant: str) -> int:
+        """Delete every object of ``tenant`` and abort its unfinished multipart uploads (an
+        upload in flight fails); return how many attachment objects went."""
+        client = await self.get_client()
+        folder = self.tenant_prefix(tenant)
+        listed = await asyncio.to_thread(
+            client.list_multipart_uploads, Bucket=self.bucket, Prefix=folder
+        )
+        for upload in listed.get("Uploads", []):  # the first 1,000: more are never in flight
+            await asyncio.to_thread(
+                client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+            )
+        keys = sorted(await self._old_objects(client, folder, _NEVER))
+        return await self._delete_keys(client, keys)
+
     # bytes without metadata: presigned PUTs after a delete, uploads whose metadata was lost
 
     async def _delete_strays(self, cutoff: datetime) -> int:
@@ -485,6 +510,10 @@ def _is_code(exc: BaseException, codes: Collection[str]) -> bool:
 
 def _is_missing(exc: BaseException) -> bool:
     return _is_code(exc, _MISSING)
+
+
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
+"""A time every object was written before."""
 
 
 def _digest(value: str) -> str:

@@ -324,3 +324,41 @@ async def prune(args: argparse.Namespace) -> int:
             )
     print(report.summary(dry_run=args.dry_run))
     return 0
+
+
+async def erase_tenant(args: argparse.Namespace) -> int:
+    """``erase-tenant URL TENANT``: delete (or count) everything of one tenant."""
+    from ..tenancy import check_tenant
+    from .database import blame
+    from .erase import erase_tenant
+
+    if args.url is None and "://" in args.tenant:
+        raise UsageError(
+            f"{args.tenant!r} looks like a database URL, not a tenant: erase-tenant URL TENANT"
+        )
+    tenant = check_tenant(args.tenant, source="TENANT")
+    if args.metadata_only and (args.upload_dir or args.s3_bucket):
+        raise UsageError(
+            "--metadata-only erases no attachment files: leave out --upload-dir/--s3-bucket"
+        )
+    if not args.metadata_only and not (args.upload_dir or args.s3_bucket):
+        raise UsageError(
+            "where are the tenant's attachment files? give --upload-dir or --s3-bucket, "
+            "or --metadata-only to erase the database rows alone"
+        )
+    store = open_store(args)
+    files = attachment_store(args, store)
+    with blame(store_url(store)):
+        async with store:
+            report = await erase_tenant(
+                store,
+                tenant,
+                files=files,
+                dry_run=args.dry_run,
+                batch_size=args.batch_size,
+                progress=None if args.dry_run else _progress(args, "erasing"),
+            )
+    print(report.summary(dry_run=args.dry_run))
+    if report.total == 0 and report.passes <= 1:
+        print(f"nothing is stored for tenant {tenant!r} (keys are exact: case and spaces count)")
+    return 0
