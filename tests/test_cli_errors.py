@@ -61,6 +61,7 @@ def url_commands(url: str) -> list[list[str]]:
         ["orphans", url, "--upload-dir", "files"],
         ["orphans", url, "--upload-dir", "files", "--dry-run"],
         ["prune", url, "--older-than", "1d"],
+        ["erase-tenant", url, "acme", "--metadata-only", "--dry-run"],
         ["export", "out.jsonl", url],
         ["export", url, "out.jsonl"],  # the older argument order
         ["import", "in.jsonl", url],
@@ -118,6 +119,7 @@ CASES = [
             ["doctor", MISSING],
             ["orphans", MISSING, "--upload-dir", "files"],
             ["prune", MISSING, "--older-than", "1d", "--dry-run"],
+            ["erase-tenant", MISSING, "acme", "--upload-dir", "files"],
             ["export", "out.jsonl", MISSING],
             ["copy", MISSING, "sqlite:///copy.db"],
         ]
