@@ -769,3 +769,23 @@ def test_a_leak_is_caught(leak: str, tmp_path: Path) -> None:
     """The machine fails on deliberately leaky stores (so a pass means something)."""
     with pytest.raises(AssertionError, match=r"differs from a store where|answered differently"):
         seal("memory", "disk", tmp_path, None, None, examples=200, leak=leak, shrink=False)
+
+
+def test_a_leaky_erasure_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine fails when erase_tenant deletes by id without the tenant (the ids collide)."""
+    from sqlalchemy import select
+
+    from chatkit_stores.operations import erase
+
+    async def by_id_alone(self: Any, kind: str) -> Any:
+        table = self.tables[kind]
+        mine = select(table.c.id).where(table.c.tenant == self.tenant).limit(self.batch_size)
+        async with self.store.engine.connect() as conn:
+            ids = list((await conn.execute(mine)).scalars())
+            if ids:
+                await conn.execute(table.delete().where(table.c.id.in_(ids)))
+        return erase._Batch(ids)
+
+    monkeypatch.setattr(erase._TableRows, "delete_batch", by_id_alone)
+    with pytest.raises(AssertionError, match=r"differs from a store where|answered differently"):
+        seal("sqlite", "disk", tmp_path, None, None, examples=30, shrink=False)
