@@ -4,6 +4,7 @@
 - :mod:`.transfer`: copy every tenant's rows between databases (``copy``, ``import``).
 - :mod:`.jsonl`: the versioned JSON Lines export format (``export``, ``import``).
 - :mod:`.prune`: delete threads inactive since a cutoff.
+- :mod:`.erase`: delete everything one tenant stored, rows and attachment files.
 - :mod:`.database`: opening a database for an operation; :mod:`.progress`: the progress line.
 - :mod:`.urls`: database URLs checked before anything connects; :mod:`.wording`: counts and
   durations as the command prints them.
