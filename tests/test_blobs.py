@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from chatkit.types import ThreadMetadata
 from sqlalchemy import select
@@ -17,6 +15,7 @@ from chatkit_stores import SQLStore
 from chatkit_stores.sql.blobs import Blobs
 from chatkit_stores.testing import models
 from conftest import TEST_PREFIX
+from test_sql import url  # noqa: F401  (the fixture: each SQL backend)
 
 TENANT = f"blobs-{uuid.uuid4().hex}"
 CTX = {"user_id": TENANT}
@@ -39,15 +38,8 @@ class Reversed(Blobs):
         return blob[4:][::-1]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue(f"{request.param}_url"))
-
-
 @pytest_asyncio.fixture
-async def store(url: str) -> AsyncIterator[SQLStore[Any]]:
+async def store(url: str) -> AsyncIterator[SQLStore[Any]]:  # noqa: F811
     async with SQLStore.from_url(url, table_prefix=TEST_PREFIX, blobs=Reversed()) as store:
         await store.create_schema()
         yield store
