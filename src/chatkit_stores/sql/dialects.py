@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,6 +87,11 @@ INSTALL_HINTS = {
 }
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+
+MYSQL_HANDSHAKE_TIMEOUT_S = 10.0
+"""Longest wait for a MySQL/MariaDB server to complete a new connection's handshake, unless
+``connect_args`` name a ``connect_timeout`` (aiomysql's own bounds only the TCP connect: a server
+that accepts and never greets would hold the call, and its place in line, for ever)."""
 
 TRANSACTION_ISOLATION = {
     "postgresql": "READ COMMITTED",
@@ -164,6 +170,8 @@ def create_engine(url: URL, options: Mapping[str, Any]) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     if backend_of(url) == "postgresql":
         poolers.attach(engine.sync_engine, pooler)
+    if backend_of(url) == "mysql":
+        event.listen(engine.sync_engine, "do_connect", _bounded_mysql_handshake)
     return engine
 
 
@@ -212,6 +220,24 @@ def use_index(stmt: Select[Any], table: Table, index: str) -> Select[Any]:
     """
     hint = f"FORCE INDEX ({index})"
     return stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")
+
+
+def _bounded_mysql_handshake(
+    dialect: Dialect, _record: Any, _args: Any, params: dict[str, Any]
+) -> None:
+    """Make a new aiomysql connection fail (error 2013, a lost connection) when the server has
+    not completed the handshake in time."""
+    seconds = float(params.get("connect_timeout") or MYSQL_HANDSHAKE_TIMEOUT_S)
+    connect = dialect.loaded_dbapi.aiomysql.connect
+    lost = dialect.loaded_dbapi.OperationalError
+
+    async def handshake(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.wait_for(connect(*args, **kwargs), seconds)
+        except asyncio.TimeoutError:
+            raise lost(2013, f"no handshake from the server within {seconds:g} s") from None
+
+    params.setdefault("async_creator_fn", handshake)
 
 
 def _in_memory(url: URL) -> bool:
