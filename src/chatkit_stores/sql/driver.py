@@ -294,16 +294,28 @@ class SQLiteDriver(Driver):
 
     async def _statement(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run one statement, trying again while another connection holds the lock."""
+        try:
+            return await self.sent(self.connection.execute_fetchall(sql, args))
+        except sqlite3.OperationalError as error:
+            if not self._may_wait(error):
+                raise
         loop = asyncio.get_running_loop()
         give_up = loop.time() + (self.patience or 0.0)
-        for pause in _pauses():
+        pauses = _pauses()
+        while True:
+            pause = next(pauses)
+            if loop.time() + pause > give_up:  # the last try: its error is the caller's
+                return await self.sent(self.connection.execute_fetchall(sql, args))
+            await asyncio.sleep(pause)  # a cancellation here leaves nothing running
             try:
                 return await self.sent(self.connection.execute_fetchall(sql, args))
             except sqlite3.OperationalError as error:
-                busy = _is_busy(error) and not self.connection.in_transaction
-                if not busy or self.patience is None or loop.time() + pause > give_up:
+                if not self._may_wait(error):
                     raise
-            await asyncio.sleep(pause)  # a cancellation here leaves nothing running
+
+    def _may_wait(self, error: sqlite3.OperationalError) -> bool:
+        """Whether to try again later: the lock was busy and the statement ran nothing."""
+        return self.patience is not None and _is_busy(error) and not self.connection.in_transaction
 
     def in_transaction(self) -> bool:
         """Whether sqlite3 opened a transaction implicitly (an engine not in autocommit)."""
@@ -368,6 +380,8 @@ async def run(
     A call a transaction-mode pooler made fail before it took effect is retried once
     (``poolers``).
     """
+    if backend != "postgresql":  # only PostgreSQL meets transaction-mode poolers
+        return await spawn(_checked_out, engine.sync_engine, DRIVERS[backend], work, atomic)
     first = poolers.Attempt(work)
     try:
         return await spawn(_checked_out, engine.sync_engine, DRIVERS[backend], first.work, atomic)
