@@ -237,9 +237,12 @@ def thread_metadata(thread: ThreadMetadata) -> ThreadMetadata:
     return ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
 
 
-def make_page(rows: Sequence[T], limit: int, id_of: Any = lambda obj: obj.id) -> Page[T]:
-    """Build a page from up to ``limit + 1`` ordered rows (the extra row means ``has_more``)."""
-    has_more = len(rows) > limit
+def make_page(
+    rows: Sequence[T], limit: int, id_of: Any = lambda obj: obj.id, *, more: bool = False
+) -> Page[T]:
+    """Build a page from up to ``limit + 1`` ordered rows (the extra row means ``has_more``),
+    or from ``limit`` rows and ``more`` when the caller left the extra row unparsed."""
+    has_more = more or len(rows) > limit
     data = list(rows[:limit])
     return Page(data=data, has_more=has_more, after=id_of(data[-1]) if has_more else None)
 

@@ -536,7 +536,8 @@ class SQLStore(StoreBase[TContext]):
         rows, cursor_found = await self._run(scope["tenant"], read)
         if not cursor_found:
             raise NotFoundError(f"Cursor {after} names nothing in this list")
-        return make_page(await _parse_yielding(rows, parse), limit)
+        parsed = await _parse_yielding(rows[:limit], parse)  # the extra row only says "more"
+        return make_page(parsed, limit, more=len(rows) > limit)
 
     async def _page_of_nothing(self, after: str | None) -> Page[Any]:
         if after is not None:
