@@ -156,3 +156,60 @@ def _message(function: object, blob: str) -> str:
     with pytest.raises(EncryptionError) as caught:
         function(blob, *ROW)  # type: ignore[operator]
     return str(caught.value)
+
+
+class CountingRing(KeyRing):
+    """A ring that counts its decryptions."""
+
+    decrypted = 0
+
+    def _decrypt(self, blob: str, table: str, tenant: str, ids: tuple[str, ...]) -> str:
+        self.decrypted += 1
+        return super()._decrypt(blob, table, tenant, ids)
+
+
+def test_a_row_read_again_is_not_decrypted_again() -> None:
+    ring = CountingRing({"k1": K1})
+    blob = ring.seal(TEXT, *ROW)
+    copy = blob[:-1] + blob[-1]  # as read from the database: an equal string, not the same
+    assert [ring.open(copy, *ROW) for _ in range(3)] == [TEXT] * 3
+    assert ring.decrypted == 0  # what it sealed, it knows
+    ring.forget()
+    assert ring.open(copy, *ROW) == TEXT and ring.open(copy, *ROW) == TEXT
+    assert ring.decrypted == 1
+    cold = CountingRing({"k1": K1}, cache_bytes=0)
+    assert [cold.open(blob, *ROW) for _ in range(3)] == [TEXT] * 3
+    assert cold.decrypted == 3
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ("items", "tenant-b", "thr_1", "msg_1"),
+        ("items", "tenant-a", "thr_1", "msg_2"),
+        ("threads", "tenant-a", "msg_1"),
+    ],
+)
+def test_a_known_envelope_answers_only_for_its_own_row(other: tuple[str, ...]) -> None:
+    ring = KeyRing({"k1": K1})
+    blob = ring.seal(TEXT, *ROW)
+    assert ring.open(blob, *ROW) == TEXT  # known now
+    with pytest.raises(TamperedDataError, match="copied from another row or tenant"):
+        ring.open(blob, *other)
+    altered = blob[:-6] + ("A" if blob[-6] != "A" else "B") + blob[-5:]
+    with pytest.raises(TamperedDataError):
+        ring.open(altered, *ROW)
+    assert ring.open(blob, *ROW) == TEXT
+
+
+def test_the_ring_keeps_at_most_cache_bytes() -> None:
+    ring = CountingRing({"k1": K1}, cache_bytes=64 * 1024)
+    text = json.dumps({"text": "x" * 1000})
+    rows = [("items", "tenant-a", "thr_1", f"msg_{n}") for n in range(1000)]
+    blobs = [ring.seal(text, *row) for row in rows]
+    assert ring._known_bytes <= 64 * 1024 and 0 < len(ring._known) < 100
+    assert all(ring.open(blob, *row) == text for blob, row in zip(blobs, rows, strict=True))
+    assert ring.decrypted >= 900 and ring._known_bytes <= 64 * 1024
+    big = json.dumps({"text": "x" * 10_000})  # over an eighth of the cache: never kept
+    ring.forget()
+    assert ring.open(ring.seal(big, *ROW), *ROW) == big and not ring._known

@@ -92,11 +92,18 @@ def ours(target: Target, prefix: str, pool_size: int, encryption: Any = None) ->
     )
 
 
-def bench_keys() -> Any:
-    """The key ring of the ``encrypted`` variant: a fixed key (the figures need no secret)."""
-    from chatkit_stores.encryption import KeyRing
+ENCRYPTION_CACHE_BYTES: int | None = None
+"""The ``encrypted`` variant's key ring cache: None for the library's default, 0 to decrypt
+every row read (``python -m benchmarks.encryption --cold``)."""
 
-    return KeyRing({"bench": bytes(range(32))})
+
+def bench_keys(cache_bytes: int | None = None) -> Any:
+    """The key ring of the ``encrypted`` variant: a fixed key (the figures need no secret)."""
+    from chatkit_stores.encryption import CACHE_BYTES, KeyRing
+
+    if cache_bytes is None:
+        cache_bytes = CACHE_BYTES if ENCRYPTION_CACHE_BYTES is None else ENCRYPTION_CACHE_BYTES
+    return KeyRing({"bench": bytes(range(32))}, cache_bytes=cache_bytes)
 
 
 async def open_variant(name: str, target: Target, prefix: str, pool_size: int) -> BenchStore:

@@ -43,12 +43,17 @@ PREFIX = "ckenc:"
 VERSION = 1
 """The envelope version this module writes and reads."""
 
+CACHE_BYTES = 8 * 2**20
+"""How much of what a key ring sealed and opened lately it keeps by default (characters of
+envelopes and their text): 8 MiB, a few thousand chat messages."""
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 INSTALL_HINT = "encryption needs the cryptography package: pip install 'chatkit-stores[encryption]'"
 
 _HEADER = f"{PREFIX}{VERSION}:"
+_HEADER_LENGTH = len(_HEADER)
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _ID_FIELDS = {"threads": ("id",), "items": ("thread_id", "id"), "attachments": ("id",)}
 
@@ -79,8 +84,8 @@ def key_id_of(blob: str) -> str | None:
     """The key id an envelope names; None for plaintext JSON (or an unreadable envelope)."""
     if not blob.startswith(_HEADER):
         return None
-    end = blob.find(":", len(_HEADER))
-    return blob[len(_HEADER) : end] if end > len(_HEADER) else None
+    end = blob.find(":", _HEADER_LENGTH)
+    return blob[_HEADER_LENGTH:end] if end > _HEADER_LENGTH else None
 
 
 def describe(table: str, tenant: str, *ids: str) -> str:
@@ -107,9 +112,21 @@ class KeyRing:
     ``keys`` maps key ids (1-32 of ``A-Z a-z 0-9 _ . -``) to 32-byte keys, as ``bytes`` or
     base64 text; ``current`` defaults to the first. Raises ``ValueError`` for a malformed id or
     key, and ``ImportError`` naming the extra when ``cryptography`` is not installed.
+
+    The ring remembers the text of the envelopes it sealed and opened lately, up to
+    ``cache_bytes`` (envelopes and text together; 0 turns it off), keyed by the whole envelope
+    and its row: reading a row again costs a lookup instead of a decryption, and only an
+    envelope that is byte for byte one this ring authenticated for that very row is answered
+    from memory (a tampered or copied one is a different key, and is decrypted and refused).
     """
 
-    def __init__(self, keys: Mapping[str, bytes | str], *, current: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes | str],
+        *,
+        current: str | None = None,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         aesgcm = _aesgcm_class()
         if not keys:
             raise ValueError("a key ring needs at least one key")
@@ -120,12 +137,19 @@ class KeyRing:
                     f"key id {key_id!r} must be 1 to 32 of the characters A-Z a-z 0-9 _ . -"
                 )
             self._ciphers[key_id] = aesgcm(_key_bytes(key_id, key))
+        # what open() looks up per blob: the cipher and the envelope header of each key
+        self._headers = {key_id: f"{_HEADER}{key_id}:" for key_id in self._ciphers}
         self.current = next(iter(keys)) if current is None else current
         if self.current not in self._ciphers:
             raise ValueError(f"current key {self.current!r} is not one of the keys {self.ids}")
+        self.cache_bytes = cache_bytes
+        self._known: dict[tuple[str, ...], str] = {}  # (envelope, table, tenant, *ids) -> text
+        self._known_bytes = 0
 
     @classmethod
-    def parse(cls, text: str, *, source: str = "the key list") -> KeyRing:
+    def parse(
+        cls, text: str, *, source: str = "the key list", cache_bytes: int = CACHE_BYTES
+    ) -> KeyRing:
         """The ring described by ``id:base64key`` pairs separated by commas, current first."""
         keys: dict[str, str] = {}
         for entry in filter(None, (part.strip() for part in text.split(","))):
@@ -138,19 +162,23 @@ class KeyRing:
         if not keys:
             raise ValueError(f"{source} names no keys (expected id:base64key,...)")
         try:
-            return cls(keys)
+            return cls(keys, cache_bytes=cache_bytes)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 
     @classmethod
     def from_env(
-        cls, variable: str = ENVIRONMENT_VARIABLE, environ: Mapping[str, str] | None = None
+        cls,
+        variable: str = ENVIRONMENT_VARIABLE,
+        environ: Mapping[str, str] | None = None,
+        *,
+        cache_bytes: int = CACHE_BYTES,
     ) -> KeyRing:
         """The ring in the environment variable (``id:base64key,...``, current first)."""
         text = (os.environ if environ is None else environ).get(variable, "")
         if not text.strip():
             raise ValueError(f"{variable} is not set (expected id:base64key,..., current first)")
-        return cls.parse(text, source=variable)
+        return cls.parse(text, source=variable, cache_bytes=cache_bytes)
 
     @property
     def ids(self) -> list[str]:
@@ -165,27 +193,36 @@ class KeyRing:
 
     def seal(self, text: str, table: str, tenant: str, *ids: str) -> str:
         """The envelope of ``text`` under the current key, bound to the row."""
-        header = f"{_HEADER}{self.current}:"
+        header = self._headers[self.current]
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._ciphers[self.current].encrypt(
             nonce, text.encode("utf-8"), _associated(header, table, tenant, ids)
         )
-        return header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+        blob = header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+        self._remember((blob, table, tenant, *ids), text)
+        return blob
 
     def open(self, blob: str, table: str, tenant: str, *ids: str) -> str:
         """The text in ``blob`` if it is an envelope of this row; plaintext JSON as is."""
         if not blob.startswith(PREFIX):
             return blob
-        key_id, header, payload = self._split(blob, table, tenant, ids)
+        row = (blob, table, tenant, *ids)
+        text = self._known.get(row)
+        if text is None:
+            text = self._decrypt(blob, table, tenant, ids)
+            self._remember(row, text)
+        return text
+
+    def _decrypt(self, blob: str, table: str, tenant: str, ids: tuple[str, ...]) -> str:
+        """The text of an envelope of this row, authenticated, or raise naming the row."""
+        # pages open every row: the usual case is a few slices and lookups, the rest is errors
+        end = blob.find(":", _HEADER_LENGTH)
+        key_id = blob[_HEADER_LENGTH:end] if end > 0 and blob.startswith(_HEADER) else ""
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise MissingKeyError(
-                f"The data of {describe(table, tenant, *ids)} is sealed with key {key_id!r}, "
-                f"which is not in the key ring {self.ids}: add it ({ENVIRONMENT_VARIABLE} or "
-                "KeyRing(...)) until `chatkit-stores rekey` has re-sealed every row"
-            )
+            raise self._unopenable(blob, table, tenant, ids)
         try:  # not validated here: the tag authenticates the bytes that come out
-            raw = binascii.a2b_base64(payload)
+            raw = binascii.a2b_base64(blob[end + 1 :])
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) < NONCE_BYTES + TAG_BYTES:
@@ -195,7 +232,9 @@ class KeyRing:
             )
         try:
             plain: bytes = cipher.decrypt(
-                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated(header, table, tenant, ids)
+                raw[:NONCE_BYTES],
+                raw[NONCE_BYTES:],
+                _associated(self._headers[key_id], table, tenant, ids),
             )
         except _invalid_tag() as error:
             raise TamperedDataError(
@@ -204,25 +243,48 @@ class KeyRing:
             ) from error
         return plain.decode("utf-8")
 
+    def _remember(self, row: tuple[str, ...], text: str) -> None:
+        """Keep ``text`` as what the envelope ``row[0]`` of that row holds, oldest out first."""
+        size = len(row[0]) + len(text)
+        if size > self.cache_bytes // 8 or row in self._known:  # off, too big, or known
+            return
+        self._known[row] = text
+        self._known_bytes += size
+        while self._known_bytes > self.cache_bytes:
+            try:  # another thread may evict the same entry
+                oldest = next(iter(self._known))
+                self._known_bytes -= len(oldest[0]) + len(self._known.pop(oldest))
+            except (KeyError, RuntimeError, StopIteration):
+                break
+
+    def forget(self) -> None:
+        """Drop every text the ring keeps (after erasing a tenant in this process, say)."""
+        self._known.clear()
+        self._known_bytes = 0
+
     def is_current(self, blob: str) -> bool:
         """Whether ``blob`` is sealed with the current key (else ``rekey`` re-seals it)."""
         return key_id_of(blob) == self.current
 
-    def _split(
+    def _unopenable(
         self, blob: str, table: str, tenant: str, ids: Iterable[str]
-    ) -> tuple[str, str, str]:
-        """``(key id, header, base64 payload)`` of an envelope, or raise naming the row."""
+    ) -> EncryptionError:
+        """Why an envelope whose header names no key of this ring cannot be opened."""
         row = describe(table, tenant, *ids)
         if not blob.startswith(_HEADER):
             version = blob[len(PREFIX) :].partition(":")[0][:16]
-            raise EncryptionError(
+            return EncryptionError(
                 f"The data of {row} is an envelope of version {version!r}; this version of "
                 f"chatkit-stores reads version {VERSION}"
             )
-        key_id, colon, payload = blob[len(_HEADER) :].partition(":")
+        key_id, colon, _ = blob[_HEADER_LENGTH:].partition(":")
         if not colon or not _KEY_ID.fullmatch(key_id):
-            raise TamperedDataError(f"The data of {row} is not a valid envelope: it was altered")
-        return key_id, f"{_HEADER}{key_id}:", payload
+            return TamperedDataError(f"The data of {row} is not a valid envelope: it was altered")
+        return MissingKeyError(
+            f"The data of {row} is sealed with key {key_id!r}, which is not in the key ring "
+            f"{self.ids}: add it ({ENVIRONMENT_VARIABLE} or KeyRing(...)) until "
+            "`chatkit-stores rekey` has re-sealed every row"
+        )
 
 
 def _associated(header: str, table: str, tenant: str, ids: Iterable[str]) -> bytes:
@@ -231,7 +293,10 @@ def _associated(header: str, table: str, tenant: str, ids: Iterable[str]) -> byt
     Each field is preceded by its length, so no two rows have the same associated data
     whatever characters their ids hold.
     """
-    return "".join(f"{len(part)}:{part}" for part in (header, table, tenant, *ids)).encode()
+    text = f"{len(header)}:{header}{len(table)}:{table}{len(tenant)}:{tenant}"
+    for part in ids:
+        text += f"{len(part)}:{part}"
+    return text.encode()
 
 
 def _key_bytes(key_id: str, key: bytes | str) -> bytes:
