@@ -210,6 +210,8 @@ def test_the_ring_keeps_at_most_cache_bytes() -> None:
     assert ring._known_bytes <= 64 * 1024 and 0 < len(ring._known) < 100
     assert all(ring.open(blob, *row) == text for blob, row in zip(blobs, rows, strict=True))
     assert ring.decrypted >= 900 and ring._known_bytes <= 64 * 1024
+    kept = sum(len(row[0]) + len(text) for row, text in ring._known.items())
+    assert kept == ring._known_bytes
     big = json.dumps({"text": "x" * 10_000})  # over an eighth of the cache: never kept
     ring.forget()
     assert ring.open(ring.seal(big, *ROW), *ROW) == big and not ring._known

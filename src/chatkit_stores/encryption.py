@@ -31,6 +31,7 @@ import base64
 import binascii
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -145,6 +146,7 @@ class KeyRing:
         self.cache_bytes = cache_bytes
         self._known: dict[tuple[str, ...], str] = {}  # (envelope, table, tenant, *ids) -> text
         self._known_bytes = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def parse(
@@ -246,21 +248,22 @@ class KeyRing:
     def _remember(self, row: tuple[str, ...], text: str) -> None:
         """Keep ``text`` as what the envelope ``row[0]`` of that row holds, oldest out first."""
         size = len(row[0]) + len(text)
-        if size > self.cache_bytes // 8 or row in self._known:  # off, too big, or known
+        if size > self.cache_bytes // 8:  # off, or one row would crowd out the rest
             return
-        self._known[row] = text
-        self._known_bytes += size
-        while self._known_bytes > self.cache_bytes:
-            try:  # another thread may evict the same entry
+        with self._lock:  # a ring may serve event loops in several threads
+            if row in self._known:
+                return
+            self._known[row] = text
+            self._known_bytes += size
+            while self._known_bytes > self.cache_bytes:
                 oldest = next(iter(self._known))
                 self._known_bytes -= len(oldest[0]) + len(self._known.pop(oldest))
-            except (KeyError, RuntimeError, StopIteration):
-                break
 
     def forget(self) -> None:
         """Drop every text the ring keeps (after erasing a tenant in this process, say)."""
-        self._known.clear()
-        self._known_bytes = 0
+        with self._lock:
+            self._known.clear()
+            self._known_bytes = 0
 
     def is_current(self, blob: str) -> bool:
         """Whether ``blob`` is sealed with the current key (else ``rekey`` re-seals it)."""
