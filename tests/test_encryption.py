@@ -215,3 +215,12 @@ def test_the_ring_keeps_at_most_cache_bytes() -> None:
     big = json.dumps({"text": "x" * 10_000})  # over an eighth of the cache: never kept
     ring.forget()
     assert ring.open(ring.seal(big, *ROW), *ROW) == big and not ring._known
+
+
+def test_forgetting_one_tenant_keeps_the_others() -> None:
+    ring = CountingRing({"k1": K1})
+    other = ("items", "tenant-b", "thr_1", "msg_1")
+    mine, theirs = ring.seal(TEXT, *ROW), ring.seal(TEXT, *other)
+    ring.forget("tenant-a")
+    assert ring.open(theirs, *other) == TEXT and ring.decrypted == 0
+    assert ring.open(mine, *ROW) == TEXT and ring.decrypted == 1

@@ -259,11 +259,11 @@ class KeyRing:
                 oldest = next(iter(self._known))
                 self._known_bytes -= len(oldest[0]) + len(self._known.pop(oldest))
 
-    def forget(self) -> None:
-        """Drop every text the ring keeps (after erasing a tenant in this process, say)."""
+    def forget(self, tenant: str | None = None) -> None:
+        """Drop the texts the ring keeps: all, or one tenant's (when it is erased)."""
         with self._lock:
-            self._known.clear()
-            self._known_bytes = 0
+            for row in [row for row in self._known if tenant is None or row[2] == tenant]:
+                self._known_bytes -= len(row[0]) + len(self._known.pop(row))
 
     def is_current(self, blob: str) -> bool:
         """Whether ``blob`` is sealed with the current key (else ``rekey`` re-seals it)."""
