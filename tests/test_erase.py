@@ -27,6 +27,7 @@ from chatkit_stores import DiskAttachmentStore, MemoryStore, S3AttachmentStore, 
 from chatkit_stores.audit import AuditEvent
 from chatkit_stores.base import StoreBase
 from chatkit_stores.cli import main
+from chatkit_stores.encryption import KeyRing, new_key
 from chatkit_stores.files import AttachmentStoreBase
 from chatkit_stores.files import s3 as s3_module
 from chatkit_stores.operations import OperationError
@@ -42,6 +43,7 @@ OTHERS = ("ACME", "acme ", "globex")
 S3_PART = s3_module.MIN_PART_SIZE
 WORLDS = [
     ("memory", "disk"),
+    ("encrypted memory", "s3"),
     ("sqlite", "disk"),
     ("postgres", "disk"),
     ("mysql", "disk"),
@@ -66,6 +68,8 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     store: StoreBase[Any]
     if metadata == "memory":
         store = MemoryStore()
+    elif metadata == "encrypted memory":
+        store = MemoryStore(encryption=KeyRing({"k1": new_key()}))
     elif metadata == "sqlite":
         store = SQLStore.from_url(f"sqlite:///{tmp_path / 'chat.db'}")
     else:
