@@ -31,27 +31,33 @@ _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 
 
-@dataclass
-class _Row(Generic[M]):
-    """A kept model and its fixed place in the order: (created_at, insertion number)."""
+class _Kept(Generic[M]):
+    """A row's model; with encryption=, the envelope of its JSON."""
 
-    place: tuple[datetime, int]
-    kept: M | str  # the model; with encryption=, the envelope of its JSON
-    version: int = 0  # bumped by every save (threads: optimistic concurrency)
+    kept: M | str
 
     @property
     def model(self) -> M:
-        """The kept model of a store without encryption (the stateful tests' reference)."""
+        """The kept model of a store without encryption (the reference of the stateful test)."""
         if isinstance(self.kept, str):
             raise TypeError("this row is sealed: read it through the store")
         return self.kept
 
 
 @dataclass
-class _AttachmentRow:
+class _Row(_Kept[M]):
+    """A kept model and its fixed place in the order: (created_at, insertion number)."""
+
+    place: tuple[datetime, int]
+    kept: M | str
+    version: int = 0  # bumped by every save (threads: optimistic concurrency)
+
+
+@dataclass
+class _AttachmentRow(_Kept[Attachment]):
     """Attachment metadata, and in clear what deletes and sweeps select it by."""
 
-    kept: Attachment | str  # the model; with encryption=, the envelope of its JSON
+    kept: Attachment | str
     thread_id: str | None
     created: datetime  # when it was first saved (the orphan sweep's cutoff)
 
