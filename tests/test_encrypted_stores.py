@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 import pytest_asyncio
 from chatkit.store import Store
 from chatkit.types import ThreadMetadata
+from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatkit_stores import MySQLStore, PostgresStore, SQLiteStore, SQLStore
+from chatkit_stores import MemoryStore, MySQLStore, PostgresStore, SQLiteStore, SQLStore
+from chatkit_stores.blobs import PLAIN
 from chatkit_stores.cli import main
 from chatkit_stores.encryption import (
     ENVIRONMENT_VARIABLE,
@@ -33,6 +36,7 @@ from chatkit_stores.testing import await_points_of, models
 from chatkit_stores.testing.interleave import interleavings
 from conftest import TEST_PREFIX, new_tables_dropped
 from test_stores import SQLStoreTests
+from test_stores import TestMemoryStore as MemoryStoreTests
 
 PREFIX = "ckenc_"
 """This module's own tables: rekey and doctor walk every tenant of a table set."""
@@ -88,6 +92,18 @@ class TestEncryptedMySQLStore(EncryptedSQLTests):
     async def store(self, mysql_url: str) -> AsyncIterator[MySQLStore[Any]]:
         async with MySQLStore(mysql_url, table_prefix=TEST_PREFIX, encryption=ROTATED) as store:
             yield store
+
+
+class TestEncryptedMemoryStore(MemoryStoreTests):
+    """Every conformance test on a memory store that keeps every model sealed."""
+
+    @pytest_asyncio.fixture
+    async def store(self) -> AsyncIterator[MemoryStore[Any]]:
+        store: MemoryStore[Any] = MemoryStore(encryption=ROTATED)
+        yield store
+        kept = [row.kept for row in [*store._threads.values(), *store._items.values()]]
+        kept += [row.kept for row in store._attachments.values()]
+        assert all(isinstance(blob, str) and key_id_of(blob) == "k2" for blob in kept), kept
 
 
 # --- one database, emptied for each test --------------------------------------------------------
@@ -297,6 +313,150 @@ async def test_rotation_with_reads_in_between(url: str) -> None:
     async with open_store(url, K2) as store:  # k1 retired
         assert await read_all(store, who, before + after) == everything
         assert (await store.load_thread(before[0], context)).title == "renamed"
+
+
+# --- MemoryStore: what it keeps is sealed too ---------------------------------------------------
+
+
+async def fill_memory(store: MemoryStore[Any], tenant: str) -> tuple[str, list[str]]:
+    """A thread titled and two messages saying ``SECRET``, an attachment; the ids."""
+    context = {"tenant_id": tenant}
+    thread = models.thread(title=f"{SECRET} (title)")
+    await store.save_thread(thread, context)
+    items = [models.user_message(thread.id, text=SECRET) for _ in range(2)]
+    for item in items:
+        await store.add_thread_item(thread.id, item, context)
+    await store.save_attachment(models.file_attachment(f"atc_{thread.id}", thread.id), context)
+    return thread.id, [item.id for item in items]
+
+
+def memory_reads(store: MemoryStore[Any], tenant: str, thread_id: str) -> list[Any]:
+    """Every read of a tenant's thread, items and attachment, as coroutine factories."""
+    context = {"tenant_id": tenant}
+    return [
+        lambda: store.load_thread(thread_id, context),
+        lambda: store.load_threads(10, None, "asc", context),
+        lambda: store.load_thread_items(thread_id, None, 10, "desc", context),
+        lambda: store.load_attachment(f"atc_{thread_id}", context),
+    ]
+
+
+def strings_in(value: Any, seen: dict[int, Any] | None = None) -> Iterator[str]:
+    """Every string reachable from ``value`` through containers, models and this package's
+    objects (a model as its JSON)."""
+    seen = {} if seen is None else seen
+    if id(value) in seen:
+        return
+    seen[id(value)] = value  # kept alive: a temporary's id could be reused
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, BaseModel):
+        yield value.model_dump_json()
+    elif isinstance(value, dict):
+        for pair in value.items():
+            yield from strings_in(pair, seen)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for element in value:
+            yield from strings_in(element, seen)
+    elif type(value).__module__.startswith("chatkit_stores") and hasattr(value, "__dict__"):
+        yield from strings_in(vars(value), seen)
+
+
+async def test_memory_store_keeps_no_plaintext_with_encryption() -> None:
+    plain: MemoryStore[Any] = MemoryStore()
+    await fill_memory(plain, "acme")
+    assert any(SECRET in text for text in strings_in(plain)), "the walk finds what is kept"
+    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    thread_id, item_ids = await fill_memory(store, "acme")
+    loaded = [await read() for read in memory_reads(store, "acme", thread_id)]
+    assert SECRET in str(loaded[2])  # read back whole
+    page = await store.load_thread_items(thread_id, None, 10, "asc", {"tenant_id": "acme"})
+    assert [item.id for item in page.data] == item_ids
+    del loaded, page  # the store remembers the JSON of a thread it returned while it lives
+    kept = list(strings_in(store))
+    assert not any(SECRET in text or "report final" in text for text in kept)
+    sealed = [text for text in kept if text.startswith("ckenc:")]
+    assert len(sealed) == 1 + 2 + 1 and all(key_id_of(blob) == "k1" for blob in sealed)
+
+
+async def test_memory_store_refuses_a_tampered_or_copied_envelope() -> None:
+    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    thread_id, item_ids = await fill_memory(store, "acme")
+    other_id, _ = await fill_memory(store, "globex")
+    context = {"tenant_id": "acme"}
+    row = store._threads[("acme", thread_id)]
+    assert isinstance(row.kept, str)
+    sealed = row.kept
+    row.kept = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]  # one byte
+    with pytest.raises(TamperedDataError, match="fails authentication"):
+        await store.load_thread(thread_id, context)
+    with pytest.raises(TamperedDataError):
+        await store.load_threads(10, None, "asc", context)
+    row.kept = store._threads[("globex", other_id)].kept  # another tenant's thread
+    with pytest.raises(TamperedDataError, match="copied from another row or tenant"):
+        await store.load_thread(thread_id, context)
+    row.kept = sealed
+    assert (await store.load_thread(thread_id, context)).id == thread_id
+    first, second = (store._items[("acme", thread_id, item_id)] for item_id in item_ids)
+    second.kept = first.kept  # one of the thread's items into another
+    with pytest.raises(TamperedDataError, match=f"id='{item_ids[1]}'"):
+        await store.load_item(thread_id, item_ids[1], context)
+    with pytest.raises(TamperedDataError):
+        await store.load_thread_items(thread_id, None, 10, "asc", context)
+    assert (await store.load_item(thread_id, item_ids[0], context)).id == item_ids[0]
+    attachment = store._attachments[("acme", f"atc_{thread_id}")]
+    attachment.kept = store._attachments[("globex", f"atc_{other_id}")].kept
+    with pytest.raises(TamperedDataError):
+        await store.load_attachment(f"atc_{thread_id}", context)
+
+
+async def test_memory_store_rotation_with_reads_in_between() -> None:
+    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    before, _ = await fill_memory(store, "acme")
+    expected = [await read() for read in memory_reads(store, "acme", before)]
+    store.blobs = Encrypted(ROTATED)  # k2 current, k1 still in the ring
+    assert [await read() for read in memory_reads(store, "acme", before)] == expected
+    after, _ = await fill_memory(store, "acme")
+    renamed = await store.load_thread(before, {"tenant_id": "acme"})
+    renamed.title = "renamed"
+    await store.save_thread(renamed, {"tenant_id": "acme"})  # an old row, written again
+    kept = {key: row.kept for key, row in store._threads.items()}
+    assert {key_id_of(blob) for blob in kept.values()} == {"k2"}
+    items = {key[1]: key_id_of(str(row.kept)) for key, row in store._items.items()}
+    assert items == {before: "k1", after: "k2"}
+    store.blobs = Encrypted(K2)  # k1 retired before every row was sealed again
+    assert (await store.load_thread(before, {"tenant_id": "acme"})).title == "renamed"
+    for read in memory_reads(store, "acme", after):
+        await read()
+    with pytest.raises(MissingKeyError, match="sealed with key 'k1', which is not in"):
+        await store.load_thread_items(before, None, 10, "asc", {"tenant_id": "acme"})
+    store.blobs = PLAIN  # no keys at all
+    with pytest.raises(MissingKeyError, match="this store has no encryption keys"):
+        await store.load_thread(after, {"tenant_id": "acme"})
+
+
+async def test_memory_store_sweeps_and_updates_sealed_attachments() -> None:
+    """What the orphan sweep and the attachment stores use reads the clear fields beside the
+    envelope, and a change is sealed again."""
+    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    context = {"tenant_id": "acme"}
+    thread_id, _ = await fill_memory(store, "acme")
+    await store.save_attachment(models.file_attachment("atc_orphan"), context)
+    later = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert await store.orphaned_attachments(later) == [("acme", "atc_orphan")]
+    assert await store.attachment_keys() == [("acme", "atc_orphan"), ("acme", f"atc_{thread_id}")]
+
+    def adopt(attachment: Any) -> Any:
+        attachment.thread_id = thread_id
+        return attachment
+
+    changed = await store.update_attachment("acme", "atc_orphan", adopt)
+    assert changed is not None and changed.thread_id == thread_id
+    assert await store.orphaned_attachments(later) == []
+    assert key_id_of(str(store._attachments[("acme", "atc_orphan")].kept)) == "k1"
+    assert (await store.load_attachment("atc_orphan", context)).thread_id == thread_id
+    await store.delete_thread(thread_id, context)
+    assert store._attachments == {} and store._items == {} and store._threads == {}
 
 
 # --- rekey ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ rows or bytes, and everything of the others is exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 from sqlalchemy import func, select
@@ -25,19 +27,23 @@ from chatkit_stores import DiskAttachmentStore, MemoryStore, S3AttachmentStore, 
 from chatkit_stores.audit import AuditEvent
 from chatkit_stores.base import StoreBase
 from chatkit_stores.cli import main
+from chatkit_stores.encryption import KeyRing, new_key
 from chatkit_stores.files import AttachmentStoreBase
+from chatkit_stores.files import s3 as s3_module
 from chatkit_stores.operations import OperationError
 from chatkit_stores.operations.erase import MAX_PASSES, TENANT_ERASE, Counts, erase_tenant
 from chatkit_stores.testing import models
 from chatkit_stores.testing.interleave import instrument, interleavings
-from conftest import drop_tables
+from conftest import bucket_keys, drop_tables, s3_credentials
 
 SECRET = "erase-secret-" + "e" * 32
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "encryption.md"
 TENANT = "acme"
 OTHERS = ("ACME", "acme ", "globex")
+S3_PART = s3_module.MIN_PART_SIZE
 WORLDS = [
     ("memory", "disk"),
+    ("encrypted memory", "s3"),
     ("sqlite", "disk"),
     ("postgres", "disk"),
     ("mysql", "disk"),
@@ -62,6 +68,8 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     store: StoreBase[Any]
     if metadata == "memory":
         store = MemoryStore()
+    elif metadata == "encrypted memory":
+        store = MemoryStore(encryption=KeyRing({"k1": new_key()}))
     elif metadata == "sqlite":
         store = SQLStore.from_url(f"sqlite:///{tmp_path / 'chat.db'}")
     else:
@@ -466,3 +474,151 @@ async def test_the_documented_example_runs(tmp_path: Path) -> None:
         seeded = await seed(world, TENANT)
         dry, report = await namespace["example"](store, files)
     assert counts(dry) == counts(report) == seeded.expected
+
+
+# --- S3: every in-flight multipart upload of the tenant is aborted ------------------------------
+
+
+def _s3_files(s3_client: Any, bucket: str, **options: Any) -> S3AttachmentStore[Any]:
+    prefix = f"erase-{uuid.uuid4().hex[:8]}/"
+    return S3AttachmentStore(MemoryStore(), bucket, prefix=prefix, client=s3_client, **options)
+
+
+def _in_flight(s3_client: Any, bucket: str, folder: str) -> list[dict[str, Any]]:
+    """The uploads under ``folder`` neither completed nor aborted (every page)."""
+    pages = s3_client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=folder)
+    return [upload for page in pages for upload in page.get("Uploads", [])]
+
+
+class PagedUploads:
+    """``ListMultipartUploads`` answered in pages of at most ``size`` uploads, as S3 answers in
+    pages of at most 1,000 (keys in order, ``IsTruncated``, ``NextKeyMarker`` and
+    ``NextUploadIdMarker``; the markers honoured): moto answers every upload at once whatever
+    ``MaxUploads`` asks, so without this a test could not tell one call from every page. Put on
+    a client of the test's own; the uploads listed are the server's, only the page is cut."""
+
+    def __init__(self, client: Any, size: int) -> None:
+        self.size = size
+        self.calls = 0
+        client.meta.events.register("provide-client-params.s3.ListMultipartUploads", self.ask)
+        client.meta.events.register("after-call.s3.ListMultipartUploads", self.page)
+
+    def ask(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["paged_uploads"] = dict(params)
+
+    def page(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        asked = context["paged_uploads"]
+        uploads = sorted(parsed.get("Uploads", []), key=lambda u: (u["Key"], u["UploadId"]))
+        key, upload_id = asked.get("KeyMarker"), asked.get("UploadIdMarker")
+        if key and upload_id:
+            uploads = [u for u in uploads if (u["Key"], u["UploadId"]) > (key, upload_id)]
+        elif key:
+            uploads = [u for u in uploads if u["Key"] > key]
+        limit = min(asked.get("MaxUploads", 1000), self.size)
+        parsed["Uploads"], parsed["IsTruncated"] = uploads[:limit], len(uploads) > limit
+        if parsed["IsTruncated"]:
+            parsed["NextKeyMarker"] = uploads[limit - 1]["Key"]
+            parsed["NextUploadIdMarker"] = uploads[limit - 1]["UploadId"]
+        self.calls += 1
+
+
+async def test_erasure_aborts_every_in_flight_upload_of_the_tenant_page_after_page(
+    s3_endpoint: str, bucket: str
+) -> None:
+    """More uploads in flight than one page lists: all of the tenant's go, no one else's."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, config=config, **s3_credentials())
+    paged = PagedUploads(client, size=3)
+    files = _s3_files(client, bucket)
+    folders = {tenant: files.tenant_prefix(tenant) for tenant in (TENANT, *OTHERS)}
+    for folder in folders.values():
+        for n in range(4):  # two uploads of one key: the upload id marker matters
+            client.create_multipart_upload(Bucket=bucket, Key=f"{folder}a_{n // 2:064x}")
+    first = client.list_multipart_uploads(Bucket=bucket, Prefix=folders[TENANT])
+    assert first["IsTruncated"] and len(first["Uploads"]) == 3, "the server lists one page"
+    paged.calls = 0
+
+    await erase_tenant(files.store, TENANT, files=files)
+
+    assert paged.calls >= 2, "the erasure listed one page"
+    assert _in_flight(client, bucket, folders[TENANT]) == []
+    for other in OTHERS:
+        assert len(_in_flight(client, bucket, folders[other])) == 4, other
+
+
+def _no_such_upload(error: ClientError) -> bool:
+    """Whether S3 refused a call for naming an upload that is no more: ``NoSuchUpload``, or
+    from moto, which fails on the missing upload, a 500."""
+    return error.response["Error"]["Code"] in {"NoSuchUpload", "500"}
+
+
+class PausedUpload:
+    """Chunks for ``upload()``: one full part, then a pause until ``resume`` is set, then the end.
+
+    When ``paused`` is set the store has uploaded the first part of its multipart upload (it
+    asks for the next chunk only after the part is stored) and not completed it.
+    """
+
+    def __init__(self, part: bytes) -> None:
+        self.part = part
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.part
+        self.paused.set()
+        await self.resume.wait()
+
+
+async def test_an_upload_in_flight_is_aborted_and_never_becomes_an_object(
+    s3_client: Any, bucket: str
+) -> None:
+    files = _s3_files(s3_client, bucket, max_bytes=2 * S3_PART, allowed_mime_types={"text/plain"})
+    part = {tenant: tenant.encode() * (S3_PART // len(tenant)) for tenant in (TENANT, "globex")}
+    part = {tenant: body + b"." * (S3_PART - len(body)) for tenant, body in part.items()}
+    uploads = {tenant: PausedUpload(body) for tenant, body in part.items()}
+    tasks = {
+        tenant: asyncio.create_task(
+            files.upload(
+                upload.chunks(),
+                name="big.txt",
+                mime_type="text/plain",
+                context={"tenant_id": tenant},
+            )
+        )
+        for tenant, upload in uploads.items()
+    }
+    for upload in uploads.values():
+        await upload.paused.wait()
+    folders = {tenant: files.tenant_prefix(tenant) for tenant in uploads}
+    started = {tenant: _in_flight(s3_client, bucket, folder) for tenant, folder in folders.items()}
+    assert [len(started[tenant]) for tenant in uploads] == [1, 1], started
+    acme = started[TENANT][0]
+    parts = s3_client.list_parts(Bucket=bucket, Key=acme["Key"], UploadId=acme["UploadId"])
+    assert len(parts["Parts"]) == 1, "a part of the tenant's upload is stored"
+
+    report = await erase_tenant(files.store, TENANT, files=files)
+
+    assert _in_flight(s3_client, bucket, folders[TENANT]) == []
+    assert _in_flight(s3_client, bucket, folders["globex"]) == started["globex"]
+    for upload in uploads.values():
+        upload.resume.set()
+    with pytest.raises(ClientError) as store_completion:  # the store's completion fails
+        await tasks[TENANT]
+    with pytest.raises(ClientError) as completion:  # and so does anyone's
+        s3_client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=acme["Key"],
+            UploadId=acme["UploadId"],
+            MultipartUpload={"Parts": [{"ETag": parts["Parts"][0]["ETag"], "PartNumber": 1}]},
+        )
+    for refused in (store_completion.value, completion.value):
+        assert _no_such_upload(refused), refused
+    assert await files.tenant_files(TENANT) == []
+    assert bucket_keys(s3_client, bucket, folders[TENANT]) == []
+    assert report.total == 0 and report.passes == 1
+    other = await tasks["globex"]  # another tenant's upload in flight completes untouched
+    assert await files.read(other.id, {"tenant_id": "globex"}) == part["globex"]

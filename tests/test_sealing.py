@@ -619,9 +619,9 @@ class LeakyMemoryStore(MemoryStore[Any]):
     """A deliberately broken store: load_attachment falls back to any tenant's attachment."""
 
     async def load_attachment(self, attachment_id: str, context: Any) -> Attachment:
-        for (_tenant, key), attachment in self._attachments.items():
+        for (_tenant, key), row in self._attachments.items():
             if key == attachment_id and _tenant != self.tenant_of(context):
-                return attachment.model_copy(deep=True)
+                return row.model.model_copy(deep=True)
         return await super().load_attachment(attachment_id, context)
 
 

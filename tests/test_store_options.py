@@ -17,6 +17,8 @@ from chatkit_stores import (
 )
 from chatkit_stores.audit import AuditEvent
 from chatkit_stores.base import DEFAULT_MAX_PAGE_SIZE, StoreOptions
+from chatkit_stores.blobs import Encrypted
+from chatkit_stores.encryption import KeyRing, new_key
 from chatkit_stores.files.base import AttachmentOptions
 
 SECRET = "s" * 32
@@ -27,13 +29,14 @@ def hook(event: AuditEvent) -> None:
 
 
 def test_every_store_takes_the_shared_options() -> None:
-    resolver, telemetry = single_tenant("one"), Telemetry()
+    resolver, telemetry, keys = single_tenant("one"), Telemetry(), KeyRing({"k1": new_key()})
     options: dict[str, Any] = {
         "tenant": resolver,
         "max_page_size": 7,
         "audit": hook,
         "telemetry": telemetry,
         "thread_conflicts": "raise",
+        "encryption": keys,
     }
     assert set(options) == set(StoreOptions.__annotations__)
     for store in (MemoryStore(**options), SQLiteStore(":memory:", **options)):
@@ -41,6 +44,7 @@ def test_every_store_takes_the_shared_options() -> None:
         assert store.max_page_size == 7
         assert store.audit is hook and store.telemetry is telemetry
         assert store.thread_conflicts == "raise"
+        assert isinstance(store.blobs, Encrypted) and store.blobs.keys is keys
 
 
 def test_memory_store_uses_the_shared_default_page_size() -> None:

@@ -68,9 +68,9 @@ class BrokenAttachmentLoadIgnoresTenant(MemoryStore[Ctx]):
     """Attachments load by id alone: a user adopts another tenant's file by sending its id."""
 
     async def load_attachment(self, attachment_id: str, context: Ctx) -> Attachment:
-        for (_tenant, stored_id), attachment in self._attachments.items():
+        for (_tenant, stored_id), row in self._attachments.items():
             if stored_id == attachment_id:
-                return attachment.model_copy(deep=True)
+                return row.model.model_copy(deep=True)
         raise NotFoundError(f"Attachment {attachment_id} not found")
 
 
@@ -160,7 +160,7 @@ class BrokenRetryDuplicatesItem(MemoryStore[Ctx]):
         key = (self.tenant_of(context), thread_id, item.id)
         if key in self._items:
             key = (*key, f"row {len(self._items)}")  # type: ignore[assignment]
-        self._upsert(self._items, key, item)
+        self._upsert(self._items, key, item.created_at, item.model_copy(deep=True))
 
 
 class BrokenLimitBelowOneAccepted(MemoryStore[Ctx]):
@@ -184,7 +184,7 @@ class BrokenSaveKeepsReference(MemoryStore[Ctx]):
 
     async def save_thread(self, thread: ThreadMetadata, context: Ctx) -> None:
         await super().save_thread(thread, context)
-        self._threads[(self.tenant_of(context), thread.id)].model = thread_metadata(thread)
+        self._threads[(self.tenant_of(context), thread.id)].kept = thread_metadata(thread)
 
 
 # Bugs found missing from the suite by this file, and added to it.

@@ -11,7 +11,9 @@ from chatkit.store import Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
 from .audit import AuditHook
+from .blobs import PLAIN, Blobs, Encrypted
 from .concurrency import LoadedThreads, ThreadConflicts, save_thread
+from .encryption import KeyRing
 from .telemetry import DB_SYSTEM_NAME, STORE_PROFILE, Attributes, Profile, Telemetry, operation
 from .telemetry import DEFAULT as DEFAULT_TELEMETRY
 from .tenancy import (
@@ -58,6 +60,8 @@ class StoreOptions(TypedDict, total=False):
     """Where spans and durations go; ``None``: the global OpenTelemetry providers."""
     thread_conflicts: ThreadConflicts
     """What a save of a thread changed meanwhile does: merge, raise or overwrite."""
+    encryption: KeyRing | None
+    """Seal the JSON of every thread, item and attachment with these keys (``encryption``)."""
 
 
 class StoreBase(Store[TContext], Generic[TContext]):
@@ -90,6 +94,9 @@ class StoreBase(Store[TContext], Generic[TContext]):
             )
         self.thread_conflicts: ThreadConflicts = thread_conflicts
         self.loaded_threads = LoadedThreads()
+        encryption = options.get("encryption")
+        self.blobs: Blobs = PLAIN if encryption is None else Encrypted(encryption)
+        """How a model's JSON is kept and read back (the one seam for both: ``blobs``)."""
 
     @operation("threads")
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:

@@ -53,6 +53,8 @@ MAX_PRESIGN_TTL = 7 * 24 * 3600
 """The longest a SigV4 presigned URL can be valid."""
 READ_CHUNK = 1 * MIB
 DELETE_BATCH = 1000
+UPLOADS_PAGE = 1000
+"""In-flight multipart uploads an erasure lists per request (S3's largest page)."""
 INSTALL_HINT = "S3AttachmentStore needs boto3: pip install 'chatkit-stores[s3]'"
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -283,16 +285,24 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
         upload in flight fails); return how many attachment objects went."""
         client = await self.get_client()
         folder = self.tenant_prefix(tenant)
-        listed = await asyncio.to_thread(
-            client.list_multipart_uploads, Bucket=self.bucket, Prefix=folder
-        )
-        for upload in listed.get("Uploads", []):  # the first 1,000: more are never in flight
-            await asyncio.to_thread(
-                client.abort_multipart_upload,
-                Bucket=self.bucket,
-                Key=upload["Key"],
-                UploadId=upload["UploadId"],
+
+        def in_flight() -> list[dict[str, Any]]:  # every page, listed before any is aborted
+            pages = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=folder, PaginationConfig={"PageSize": UPLOADS_PAGE}
             )
+            return [upload for page in pages for upload in page.get("Uploads", [])]
+
+        for upload in await asyncio.to_thread(in_flight):
+            try:
+                await asyncio.to_thread(
+                    client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=upload["Key"],
+                    UploadId=upload["UploadId"],
+                )
+            except Exception as exc:  # completed or aborted since it was listed
+                if not _is_code(exc, {"NoSuchUpload"}):
+                    raise
         keys = sorted(await self._old_objects(client, folder, _NEVER))
         return await self._delete_keys(client, keys)
 

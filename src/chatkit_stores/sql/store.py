@@ -27,11 +27,10 @@ from ..base import (
     make_page,
     naive_utc,
 )
-from ..encryption import KeyRing
+from ..blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs
 from ..telemetry import Attributes, operation, sql_attributes
 from ..tenancy import TENANT_SETTING
 from . import dialects
-from .blobs import ATTACHMENTS, ITEMS, PLAIN, THREADS, Blobs, Encrypted
 from .dialects import key_text
 from .driver import Driver, Row, run
 from .greenlets import release_idle
@@ -106,7 +105,6 @@ class SQLStore(StoreBase[TContext]):
         engine_options: dict[str, Any] | None = None,
         row_level_security: bool = False,
         blobs: Blobs = PLAIN,
-        encryption: KeyRing | None = None,
         **options: Unpack[StoreOptions],
     ) -> None:
         super().__init__(**options)
@@ -129,10 +127,10 @@ class SQLStore(StoreBase[TContext]):
         if row_level_security and self.backend != "postgresql":
             raise ValueError("row_level_security needs PostgreSQL")
         self.row_level_security = row_level_security
-        if encryption is not None and blobs is not PLAIN:
-            raise TypeError("give encryption= or blobs=, not both")
-        self.blobs = blobs if encryption is None else Encrypted(encryption)
-        """How a model's JSON is stored in ``data`` and read back (the one seam for both)."""
+        if blobs is not PLAIN:
+            if options.get("encryption") is not None:
+                raise TypeError("give encryption= or blobs=, not both")
+            self.blobs = blobs
         self.statements = build_statements(self.tables, self.backend, engine.dialect)
         """Every statement, compiled once: ``self.statements.save_item``, ``.page(...)``."""
         self._schema_ready = not self.auto_create_schema
