@@ -366,21 +366,25 @@ async def test_memory_store_keeps_no_plaintext_with_encryption() -> None:
     plain: MemoryStore[Any] = MemoryStore()
     await fill_memory(plain, "acme")
     assert any(SECRET in text for text in strings_in(plain)), "the walk finds what is kept"
-    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    keys = KeyRing({"k1": K1_RAW})  # its cache keeps the texts it sealed and opened lately
+    store: MemoryStore[Any] = MemoryStore(encryption=keys)
     thread_id, item_ids = await fill_memory(store, "acme")
     loaded = [await read() for read in memory_reads(store, "acme", thread_id)]
     assert SECRET in str(loaded[2])  # read back whole
     page = await store.load_thread_items(thread_id, None, 10, "asc", {"tenant_id": "acme"})
     assert [item.id for item in page.data] == item_ids
     del loaded, page  # the store remembers the JSON of a thread it returned while it lives
+    assert any(SECRET in text for text in strings_in(store)), "the ring's cache"
+    keys.forget()
     kept = list(strings_in(store))
     assert not any(SECRET in text or "report final" in text for text in kept)
-    sealed = [text for text in kept if text.startswith("ckenc:")]
+    sealed = [text for text in kept if text.startswith("ckenc:") and text != "ckenc:1:k1:"]
     assert len(sealed) == 1 + 2 + 1 and all(key_id_of(blob) == "k1" for blob in sealed)
 
 
 async def test_memory_store_refuses_a_tampered_or_copied_envelope() -> None:
-    store: MemoryStore[Any] = MemoryStore(encryption=K1)
+    keys = KeyRing({"k1": K1_RAW})  # its cache keeps the texts it sealed and opened lately
+    store: MemoryStore[Any] = MemoryStore(encryption=keys)
     thread_id, item_ids = await fill_memory(store, "acme")
     other_id, _ = await fill_memory(store, "globex")
     context = {"tenant_id": "acme"}

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chatkit_stores import DiskAttachmentStore, MemoryStore, S3AttachmentStore, SQLStore
 from chatkit_stores.audit import AuditEvent
 from chatkit_stores.base import StoreBase
+from chatkit_stores.blobs import Encrypted
 from chatkit_stores.cli import main
 from chatkit_stores.encryption import KeyRing, new_key
 from chatkit_stores.files import AttachmentStoreBase
@@ -215,6 +216,9 @@ async def test_erase_leaves_nothing_of_the_tenant_and_all_of_the_others(world: W
         gone[a] is None and gone[f"bytes of {a}"] is None for a in seeded[TENANT].attachments
     )
     assert set((await rows_of(world.store, TENANT)).values()) <= {0}
+    if isinstance(world.store.blobs, Encrypted):  # nor its texts in the key ring's cache
+        tenants = {row[2] for row in world.store.blobs.keys._known}
+        assert TENANT not in tenants and set(OTHERS) <= tenants
     if isinstance(world.files, DiskAttachmentStore):
         assert not world.files.path(TENANT, "x").parent.exists(), "the tenant's folder is left"
     again = await erase_tenant(world.store, TENANT, files=world.files, dry_run=True)

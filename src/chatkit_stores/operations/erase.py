@@ -48,6 +48,7 @@ from ..audit import (
     outcome_of,
 )
 from ..base import StoreBase
+from ..blobs import Encrypted
 from ..files.base import AttachmentStoreBase
 from ..sql import SQLStore
 from ..tenancy import TenantContext, check_tenant
@@ -190,6 +191,8 @@ async def erase_tenant(
     finally:
         for bar in bars.values():
             bar.close()
+        if isinstance(store.blobs, Encrypted):  # nor its texts in this process's key ring
+            store.blobs.keys.forget(tenant)
     await emit(store.audit, event(OK))
     return report
 
