@@ -317,14 +317,6 @@ def operation(
     return decorate
 
 
-_operation = operation
-
-
-def traced(collection: str | None = None, *, operation: str | None = None) -> Callable[[F], F]:
-    """``operation(collection)`` without an audit action (the name of earlier releases)."""
-    return _operation(collection, name=operation)
-
-
 async def _run(
     call: Call, method: Method[R], store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> R:
@@ -424,4 +416,4 @@ def _qualified_name(error: BaseException) -> str:
     )
 
 
-__all__ = ["Telemetry", "operation", "refresh", "sql_attributes", "traced", "traced_stream"]
+__all__ = ["Telemetry", "operation", "refresh", "sql_attributes", "traced_stream"]
