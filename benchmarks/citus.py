@@ -30,18 +30,11 @@ from chatkit_stores import PostgresStore, SQLStore
 from chatkit_stores.migrations import migrate, run_sync
 from chatkit_stores.operations.distribute import distribute_tables
 
-from .workload import Content, chat_session, timer
+from .workload import SESSION_CALLS, Content, chat_session, timer
 
 PREFIX = "bcit_"
 LOCAL_PREFIX = "bcip_"
-CALLS = (
-    "save_thread",
-    "add_thread_item",
-    "load_thread",
-    "load_thread_items",
-    "load_threads",
-    "delete_thread",
-)
+CALLS = SESSION_CALLS
 
 
 async def _drop(url: str, prefix: str) -> None:

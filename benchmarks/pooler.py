@@ -31,18 +31,11 @@ from sqlalchemy import inspect
 from chatkit_stores import PostgresStore
 
 from .variants.raw_pg import RawPostgresStore
-from .workload import Content, chat_session, timer
+from .workload import SESSION_CALLS, Content, chat_session, timer
 
 URL_ENV = "CHATKIT_STORES_PGBOUNCER_URL"
 PREFIX = "pgb_"
-CALLS = (
-    "save_thread",
-    "add_thread_item",
-    "load_thread",
-    "load_thread_items",
-    "load_threads",
-    "delete_thread",
-)
+CALLS = SESSION_CALLS
 
 
 def _kind(call: str, error: Exception) -> str:

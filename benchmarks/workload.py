@@ -275,6 +275,17 @@ def timer(into: dict[str, list[float]]) -> Record:
     return timed
 
 
+SESSION_CALLS = (
+    "save_thread",
+    "add_thread_item",
+    "load_thread",
+    "load_thread_items",
+    "load_threads",
+    "delete_thread",
+)
+"""The calls ``chat_session`` records, in the order the benchmarks report them."""
+
+
 async def chat_session(store: Any, content: Content, tenant: str, record: Record) -> None:
     """A short chat session of a new thread: saved, two items added, read back, the tenant's
     threads listed, saved again renamed, deleted (the pooler and Citus benchmarks)."""
