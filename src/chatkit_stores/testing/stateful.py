@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from ..base import naive_utc
 from ..memory import MemoryStore
 from . import models
 from .capabilities import Capabilities
@@ -323,7 +324,7 @@ class StoreMachine(RuleBasedStateMachine):
         pages = value if isinstance(value, list) else [value]
         groups: dict[datetime, list[Any]] = {}
         for obj in (obj for page in pages for obj in page.data):
-            groups.setdefault(_instant(obj.created_at), []).append(obj)
+            groups.setdefault(naive_utc(obj.created_at), []).append(obj)
         return (
             [len(page.data) for page in pages],
             [sorted(group, key=lambda obj: obj.id) for group in groups.values()],
@@ -811,11 +812,6 @@ class _Reference(MemoryStore[Any]):
         await super().delete_thread(thread_id, context)
         if not self.capabilities.thread_delete_removes_attachments:
             self._attachments.update(kept)
-
-
-def _instant(at: datetime) -> datetime:
-    """``at`` as a naive UTC datetime (naive values are taken as UTC)."""
-    return at if at.tzinfo is None else at.astimezone(_UTC).replace(tzinfo=None)
 
 
 def _seed_from_env() -> int:
