@@ -622,13 +622,16 @@ def _binary(chunk: object) -> bytes:
     raise TypeError(f"upload() reads bytes, got {type(chunk).__name__}{hint}")
 
 
-async def limited(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes]:
-    """Pass chunks through; raise ``UploadRejected`` (413) once more than ``max_bytes`` came."""
+async def limited(
+    chunks: AsyncIterable[bytes], max_bytes: int, *, too_large: str | None = None
+) -> AsyncIterator[bytes]:
+    """Pass chunks through; raise ``UploadRejected`` (413, ``too_large``) past ``max_bytes``."""
     total = 0
     async for chunk in chunks:
         total += len(chunk)
         if total > max_bytes:
-            raise UploadRejected(f"the upload is larger than the limit of {max_bytes} bytes", 413)
+            why = too_large or f"the upload is larger than the limit of {max_bytes} bytes"
+            raise UploadRejected(why, 413)
         yield chunk
 
 
