@@ -36,7 +36,7 @@ from ..base import naive_utc
 from ..memory import MemoryStore
 from . import models
 from .capabilities import Capabilities
-from .fixtures import Ctx, StoreFixtures
+from .fixtures import Ctx, StoreFixtures, async_tests
 from .models import T0
 
 R = TypeVar("R")
@@ -734,6 +734,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._read_attachment(tenant, attachment)
 
 
+@async_tests
 class StatefulTests(StoreFixtures):
     """Random operation sequences on the store give the same results as ``MemoryStore``.
 
@@ -767,7 +768,6 @@ class StatefulTests(StoreFixtures):
         """The Hypothesis settings of the stateful test; override to run it longer."""
         return stateful_settings_default()
 
-    @pytest.mark.asyncio
     async def test_stateful_matches_the_reference_model(
         self,
         store: Store[Any],
