@@ -23,7 +23,6 @@ import asyncio
 import os
 import statistics
 import uuid
-from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
@@ -31,18 +30,11 @@ from chatkit_stores import PostgresStore, SQLStore
 from chatkit_stores.migrations import migrate, run_sync
 from chatkit_stores.operations.distribute import distribute_tables
 
-from .workload import Content
+from .workload import SESSION_CALLS, Content, chat_session, timer
 
 PREFIX = "bcit_"
 LOCAL_PREFIX = "bcip_"
-CALLS = (
-    "save_thread",
-    "add_thread_item",
-    "load_thread",
-    "load_thread_items",
-    "load_threads",
-    "delete_thread",
-)
+CALLS = SESSION_CALLS
 
 
 async def _drop(url: str, prefix: str) -> None:
@@ -51,32 +43,6 @@ async def _drop(url: str, prefix: str) -> None:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{table}")
 
     await run_sync(url, drop)
-
-
-async def _session(store: SQLStore[Any], content: Content, timed: Timer) -> None:
-    """A chat session: a thread saved, two items added, reads, the thread deleted."""
-    context = {"tenant_id": f"t{uuid.uuid4().hex[:12]}"}
-    thread = content.thread()
-    await timed("save_thread", store.save_thread(thread, context))
-    for item in (content.user_message(thread.id), content.assistant_message(thread.id)):
-        await timed("add_thread_item", store.add_thread_item(thread.id, item, context))
-    await timed("load_thread", store.load_thread(thread.id, context))
-    await timed("load_thread_items", store.load_thread_items(thread.id, None, 20, "desc", context))
-    await timed("load_threads", store.load_threads(20, None, "desc", context))
-    await timed("delete_thread", store.delete_thread(thread.id, context))
-
-
-Timer = Callable[[str, Awaitable[Any]], Awaitable[Any]]
-
-
-def _timer(into: dict[str, list[float]]) -> Timer:
-    async def timed(call: str, work: Awaitable[Any]) -> Any:
-        started = perf_counter()
-        result = await work
-        into.setdefault(call, []).append(perf_counter() - started)
-        return result
-
-    return timed
 
 
 async def _fan_out(store: SQLStore[Any], into: dict[str, list[float]]) -> None:
@@ -105,7 +71,7 @@ async def measure(url: str, sessions: int) -> dict[str, Any]:
             for n in range(sessions + 5):  # five sessions each to warm up
                 for name, store in stores.items():
                     into: dict[str, list[float]] = {} if n < 5 else times[name]
-                    await _session(store, content, _timer(into))
+                    await chat_session(store, content, f"t{uuid.uuid4().hex[:12]}", timer(into))
                     await _fan_out(store, into)
     finally:
         for prefix in (LOCAL_PREFIX, PREFIX):

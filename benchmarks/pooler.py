@@ -4,7 +4,8 @@ Two measurements, both through the same pooler URL (``--url``, default
 ``$CHATKIT_STORES_PGBOUNCER_URL``):
 
 - ``load``: ``--tasks`` concurrent tasks making ChatKit-like calls (a thread saved, items added,
-  the thread and its last items read, the thread saved again and deleted) on a store built
+  the thread, its last items and the tenant's threads read, the thread saved again and
+  deleted) on a store built
   from the plain URL, as a new user would. Prints the errors that reached the caller, by
   message, and the acknowledged writes lost (threads and items whose ``save_thread`` or
   ``add_thread_item`` returned but which are not in the database after).
@@ -21,7 +22,7 @@ import re
 import statistics
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 
@@ -30,11 +31,11 @@ from sqlalchemy import inspect
 from chatkit_stores import PostgresStore
 
 from .variants.raw_pg import RawPostgresStore
-from .workload import Content
+from .workload import SESSION_CALLS, Content, chat_session, timer
 
 URL_ENV = "CHATKIT_STORES_PGBOUNCER_URL"
 PREFIX = "pgb_"
-CALLS = ("save_thread", "add_thread_item", "load_thread", "load_thread_items", "delete_thread")
+CALLS = SESSION_CALLS
 
 
 def _kind(call: str, error: Exception) -> str:
@@ -43,23 +44,6 @@ def _kind(call: str, error: Exception) -> str:
     first = re.sub(r"__asyncpg_stmt_[0-9a-f]+__", "S", first)
     first = re.sub(r"(thr|msg)_[0-9a-f]+", r"\1_…", first)
     return f"{call}: {type(error).__name__}: {first}"
-
-
-async def _session(store: Any, content: Content, tenant: str, record: Recorder) -> None:
-    """One chat session: a thread saved, two items added, reads, the thread saved, deleted."""
-    context = {"tenant_id": tenant}
-    thread = content.thread()
-    await record("save_thread", store.save_thread(thread, context))
-    for item in (content.user_message(thread.id), content.assistant_message(thread.id)):
-        await record("add_thread_item", store.add_thread_item(thread.id, item, context))
-    await record("load_thread", store.load_thread(thread.id, context))
-    await record("load_thread_items", store.load_thread_items(thread.id, None, 20, "desc", context))
-    titled = thread.model_copy(update={"title": content.text(10, 60)})
-    await record("save_thread", store.save_thread(titled, context))
-    await record("delete_thread", store.delete_thread(thread.id, context))
-
-
-Recorder = Callable[[str, Awaitable[Any]], Awaitable[Any]]
 
 
 async def load(
@@ -103,7 +87,7 @@ async def load(
                     acknowledged.append((tenant, thread.id, item.id if "item" in call else None))
                 except Exception as error:
                     errors[_kind(call, error)] += 1
-            await _session(store, content, tenant, record)
+            await chat_session(store, content, tenant, record)
 
     started = perf_counter()
     try:
@@ -149,14 +133,7 @@ async def per_call(url: str, sessions: int) -> dict[str, dict[str, float]]:
                     ("ours", ours),
                 )
             ):
-
-                async def record(call: str, awaitable: Awaitable[Any], name: str = name) -> Any:
-                    started = perf_counter()
-                    result = await awaitable
-                    timings[name].setdefault(call, []).append(perf_counter() - started)
-                    return result
-
-                await _session(store, Content(n), f"{name}-{n}", record)
+                await chat_session(store, Content(n), f"{name}-{n}", timer(timings[name]))
     finally:
         await raw.close()
         await _drop(ours)

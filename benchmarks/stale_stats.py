@@ -105,7 +105,7 @@ async def _plan(store: SQLStore[Any], name: str, values: dict[str, Any]) -> list
     args = statement.args(values)
     lines = []
     async with store.engine.connect() as conn:
-        if store.dialect == "postgresql":
+        if store.backend == "postgresql":
             await conn.exec_driver_sql(f"PREPARE stale_page AS {statement.sql}")
             for mode in ("custom", "generic"):
                 await conn.exec_driver_sql(f"SET plan_cache_mode = force_{mode}_plan")
@@ -128,7 +128,7 @@ async def _plan(store: SQLStore[Any], name: str, values: dict[str, Any]) -> list
                 buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
                 lines.append(f"{mode}: {', '.join(scans)}{sort}; {buffers} buffers")
             await conn.exec_driver_sql("DEALLOCATE stale_page")
-        elif store.dialect == "mysql":
+        elif store.backend == "mysql":
             result = await conn.exec_driver_sql(f"ANALYZE FORMAT=JSON {statement.sql}", tuple(args))
             for n in _nodes(json.loads(result.scalar_one())):
                 if "table_name" in n:

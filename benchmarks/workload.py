@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from random import Random
+from time import perf_counter
 from typing import Any, TypeVar
 
 from chatkit.store import NotFoundError
@@ -260,6 +261,45 @@ async def session(
     await record("save_attachment", store.save_attachment(attachment, context))
     await record("load_attachment", store.load_attachment(attachment.id, context))
     await record("delete_thread", store.delete_thread(scratch.id, context))
+
+
+def timer(into: dict[str, list[float]]) -> Record:
+    """A ``Record`` that appends each call's duration in seconds to ``into[call]``."""
+
+    async def timed(call: str, work: Awaitable[Any]) -> Any:
+        started = perf_counter()
+        result = await work
+        into.setdefault(call, []).append(perf_counter() - started)
+        return result
+
+    return timed
+
+
+SESSION_CALLS = (
+    "save_thread",
+    "add_thread_item",
+    "load_thread",
+    "load_thread_items",
+    "load_threads",
+    "delete_thread",
+)
+"""The calls ``chat_session`` records, in the order the benchmarks report them."""
+
+
+async def chat_session(store: Any, content: Content, tenant: str, record: Record) -> None:
+    """A short chat session of a new thread: saved, two items added, read back, the tenant's
+    threads listed, saved again renamed, deleted (the pooler and Citus benchmarks)."""
+    context = {"tenant_id": tenant}
+    thread = content.thread()
+    await record("save_thread", store.save_thread(thread, context))
+    for item in (content.user_message(thread.id), content.assistant_message(thread.id)):
+        await record("add_thread_item", store.add_thread_item(thread.id, item, context))
+    await record("load_thread", store.load_thread(thread.id, context))
+    await record("load_thread_items", store.load_thread_items(thread.id, None, 20, "desc", context))
+    await record("load_threads", store.load_threads(20, None, "desc", context))
+    titled = thread.model_copy(update={"title": content.text(10, 60)})
+    await record("save_thread", store.save_thread(titled, context))
+    await record("delete_thread", store.delete_thread(thread.id, context))
 
 
 # The correctness check: every variant runs the same calls and must see the same results.

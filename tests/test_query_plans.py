@@ -88,7 +88,7 @@ async def _populate(url: str, prefix: str) -> None:
             tables.threads.name,
             tables.attachments.name,
         )
-        rows = ROWS[store.dialect]
+        rows = ROWS[store.backend]
         async with store.engine.begin() as conn:
             await conn.execute(
                 text(INSERT_ITEMS.format(table=items, rows=rows)), {"data": item.model_dump_json()}
@@ -100,7 +100,7 @@ async def _populate(url: str, prefix: str) -> None:
             await conn.execute(text(INSERT_ATTACHMENTS.format(table=attachments, rows=rows)))
         async with store.engine.begin() as conn:
             for table in (items, threads, attachments):
-                await conn.exec_driver_sql(ANALYZE[store.dialect].format(table))
+                await conn.exec_driver_sql(ANALYZE[store.backend].format(table))
 
 
 @pytest.fixture(
@@ -273,10 +273,10 @@ async def test_page_walks_the_order_index(
         assert await _page_ids(store, kind, position, order) == _expected_ids(position, order)
         sql, params = _page_statement(store, kind, position, order)
         table = getattr(store.tables, kind).name
-        shown = await CHECKS[store.dialect](
+        shown = await CHECKS[store.backend](
             store, sql, params, table, f"{prefix}{kind}_order", position is not None
         )
-        print(f"\n{store.dialect} {kind} after={position} {order}:\n{shown}")
+        print(f"\n{store.backend} {kind} after={position} {order}:\n{shown}")
 
 
 async def test_page_latency_does_not_grow(db: tuple[str, str]) -> None:
@@ -292,7 +292,7 @@ async def test_page_latency_does_not_grow(db: tuple[str, str]) -> None:
                 times.append(time.perf_counter() - start)
             median_ms = statistics.median(times) * 1000
             print(
-                f"\nlatency {store.dialect:10} items after={position!s:6} {order:4} "
+                f"\nlatency {store.backend:10} items after={position!s:6} {order:4} "
                 f"median {median_ms:6.2f} ms"
             )
 
@@ -390,7 +390,7 @@ async def _add(
     store: SQLStore[Any], seq: int, tenant: str, thread: str, threads_too: bool = True
 ) -> None:
     """Add ``tenant``'s ``HOT``-item ``thread`` and, if ``threads_too``, its ``HOT`` threads."""
-    rows = SERIES[store.dialect].format(
+    rows = SERIES[store.backend].format(
         letter="m", tenant=f"'{tenant}'", thread=f"'{thread}'", n=HOT, last=HOT - 1
     )
     await _insert(store, seq, rows, threads_too)
@@ -419,14 +419,14 @@ async def _unanalyzed(url: str, prefix: str) -> None:
     async with SQLStore.from_url(url, table_prefix=prefix) as store:
         await store.create_schema()
         tables = store.tables
-        if store.dialect in STATS_OFF:
+        if store.backend in STATS_OFF:
             async with store.engine.begin() as conn:
                 for table in (tables.items.name, tables.threads.name):
-                    await conn.exec_driver_sql(STATS_OFF[store.dialect].format(table))
-        rows = SERIES[store.dialect].format(
+                    await conn.exec_driver_sql(STATS_OFF[store.backend].format(table))
+        rows = SERIES[store.backend].format(
             letter="n",
-            tenant=_one_of(store.dialect, "noise", 200),
-            thread=_one_of(store.dialect, "thr_noise", 2_000),
+            tenant=_one_of(store.backend, "noise", 200),
+            thread=_one_of(store.backend, "thr_noise", 2_000),
             n=NOISE,
             last=NOISE - 1,
         )
@@ -468,10 +468,10 @@ async def _check_hot(
             ids = await _page_ids(store, kind, position, order, tenant, thread)
             assert ids == _expected_ids(position, order, HOT), (state, kind, position, order)
             sql, params = _page_statement(store, kind, position, order, tenant, thread)
-            shown = await CHECKS[store.dialect](
+            shown = await CHECKS[store.backend](
                 store, sql, params, table, f"{table}_order", position is not None
             )
-            print(f"\n{store.dialect} {state} {kind} after={position} {order}:\n{shown}")
+            print(f"\n{store.backend} {state} {kind} after={position} {order}:\n{shown}")
 
 
 async def test_pages_do_not_depend_on_statistics(unanalyzed: tuple[str, str]) -> None:
@@ -483,7 +483,7 @@ async def test_pages_do_not_depend_on_statistics(unanalyzed: tuple[str, str]) ->
         await _check_hot(store, "never analyzed", "fresh", "thr_hot")
         async with store.engine.begin() as conn:
             for table in (store.tables.items.name, store.tables.threads.name):
-                await conn.exec_driver_sql(ANALYZE[store.dialect].format(table))
+                await conn.exec_driver_sql(ANALYZE[store.backend].format(table))
         await _check_hot(store, "analyzed", "fresh", "thr_hot")
         await _add(store, 2_000_000, "fresh", "thr_grown", threads_too=False)
         await _add(store, 3_000_000, "later", "thr_hot")

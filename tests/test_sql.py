@@ -239,7 +239,7 @@ async def test_delete_thread_is_all_or_nothing(url: str) -> None:
             await store.add_thread_item(thread.id, item, CTX)
             await store.save_attachment(models.file_attachment(thread_id=thread.id), CTX)
             async with store.engine.begin() as conn:  # the last DELETE of delete_thread fails
-                for sql in FAIL_ON_DELETE[store.dialect]:
+                for sql in FAIL_ON_DELETE[store.backend]:
                     await conn.exec_driver_sql(sql.format(p=prefix))
             with pytest.raises(Exception, match="boom"):
                 await store.delete_thread(thread.id, CTX)
@@ -250,7 +250,7 @@ async def test_delete_thread_is_all_or_nothing(url: str) -> None:
             assert [i.id for i in page.data] == [item.id]
         finally:
             await drop_tables(store.engine, prefix)
-            if store.dialect == "postgresql":
+            if store.backend == "postgresql":
                 async with store.engine.begin() as conn:
                     await conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}boom()")
 

@@ -28,7 +28,7 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 # Imported here, not only in the nested sessions: pytester drops the modules a nested session
 # imports, and importing the suite (chatkit's models, hypothesis) again per run takes seconds.
 import chatkit_stores.testing  # noqa: F401
-from chatkit_stores.base import make_page, position, thread_metadata
+from chatkit_stores.base import make_page, naive_utc, thread_metadata
 from chatkit_stores.memory import MemoryStore
 
 pytest_plugins = ["pytester"]
@@ -127,7 +127,7 @@ class BrokenTimezoneDroppedOnLoad(MemoryStore[Ctx]):
 
     async def load_item(self, thread_id: str, item_id: str, context: Ctx) -> ThreadItem:
         item = await super().load_item(thread_id, item_id, context)
-        return item.model_copy(update={"created_at": position(item.created_at)})
+        return item.model_copy(update={"created_at": naive_utc(item.created_at)})
 
 
 class BrokenDeleteThreadKeepsItems(MemoryStore[Ctx]):

@@ -23,12 +23,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from chatkit.store import NotFoundError
 
@@ -197,7 +197,6 @@ def _settle(scope: _Scope) -> None:
     raise scope.failures[0]
 
 
-F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 R = TypeVar("R")
 
 
@@ -237,33 +236,6 @@ async def audit_call(
     return result
 
 
-def audited(action: str) -> Callable[[F], F]:
-    """Audit a ``Store`` method ``(self, thread_id | attachment_id, context, ...)`` on its own.
-
-    The package's stores use ``telemetry.operation(collection, audit=action)``, which audits
-    and traces in one wrapper; this is for a store that wants the audit alone.
-    """
-
-    def decorate(method: F) -> F:
-        names = list(inspect.signature(method).parameters)[1:]
-        id_name, context_at = names[0], names.index("context")
-
-        @functools.wraps(method)
-        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            context = args[context_at] if len(args) > context_at else kwargs.get("context")
-            try:
-                tenant: str | None = self.tenant_of(context)
-            except Exception:
-                tenant = None
-            object_id = args[0] if args else kwargs.get(id_name)
-            work = method(self, *args, **kwargs)
-            return await audit_call(self, action, tenant, id_name, object_id, work)
-
-        return cast(F, call)
-
-    return decorate
-
-
 async def audited_stream(
     hook: AuditHook | None,
     chunks: AsyncIterator[bytes],
@@ -300,6 +272,5 @@ __all__ = [
     "AuditEvent",
     "AuditHook",
     "audit_scope",
-    "audited",
     "emit",
 ]

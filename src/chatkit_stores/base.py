@@ -233,10 +233,6 @@ def naive_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-position = naive_utc
-"""The former name of ``naive_utc``."""
-
-
 def thread_metadata(thread: ThreadMetadata) -> ThreadMetadata:
     """Return only the metadata of a thread (ChatKit sometimes saves a full ``Thread``)."""
     if type(thread) is ThreadMetadata:

@@ -306,36 +306,37 @@ def _attachment_flags(sub: Parser, *, required: bool) -> None:
     sub.add_argument("--s3-endpoint-url", help="S3 endpoint, for S3-compatible services")
 
 
+def _common(sub: Parser, *, quiet: bool = False) -> None:
+    """``--table-prefix`` and ``--batch-size`` (and ``--quiet``) of the commands that read rows."""
+    _table_prefix(sub)
+    sub.add_argument(
+        "--batch-size", type=positive, default=500, help="rows per batch (default 500)"
+    )
+    if quiet:
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
 def _operation_commands(add: Adder) -> None:
     """Add ``doctor``, ``copy``, ``export``, ``import``, ``prune`` and ``orphans``."""
-
-    def common(sub: Parser, *, quiet: bool = False) -> None:
-        _table_prefix(sub)
-        sub.add_argument(
-            "--batch-size", type=positive, default=500, help="rows per batch (default 500)"
-        )
-        if quiet:
-            sub.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-
     doctor = add("doctor", "check that every stored blob still parses", DOCTOR_HELP)
     doctor.add_argument("url", nargs="?", help=URL_HELP)
-    common(doctor)
+    _common(doctor)
 
     copy = add("copy", "copy every tenant's data to another database", COPY_HELP)
     copy.add_argument("source", metavar="SRC_URL", help="the database to read")
     copy.add_argument("dest", metavar="DST_URL", nargs="?", help=URL_HELP)
-    common(copy, quiet=True)
+    _common(copy, quiet=True)
     copy.add_argument("--to-table-prefix", help="table prefix in DST_URL (default: --table-prefix)")
 
     export = add("export", "write every tenant's data to a JSON Lines file", EXPORT_HELP)
     export.add_argument("file", metavar="FILE", help="the .jsonl file to write, or -")
     export.add_argument("url", metavar="URL", nargs="?", help=URL_HELP)
-    common(export, quiet=True)
+    _common(export, quiet=True)
 
     import_ = add("import", "load a JSON Lines export into a database", IMPORT_HELP)
     import_.add_argument("file", metavar="FILE", help="the .jsonl file to read, or -")
     import_.add_argument("url", metavar="URL", nargs="?", help=URL_HELP)
-    common(import_, quiet=True)
+    _common(import_, quiet=True)
 
     prune = add("prune", "delete threads inactive for longer than --older-than", PRUNE_HELP)
     prune.add_argument("url", nargs="?", help=URL_HELP)
@@ -345,7 +346,7 @@ def _operation_commands(add: Adder) -> None:
     prune.add_argument("--tenant", help="only this tenant's threads")
     prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     _attachment_flags(prune, required=False)
-    common(prune)
+    _common(prune)
 
     erase = add("erase-tenant", "delete everything one tenant has stored", ERASE_TENANT_HELP)
     erase.add_argument("url", metavar="URL", nargs="?", help=URL_HELP)
@@ -357,7 +358,7 @@ def _operation_commands(add: Adder) -> None:
         action="store_true",
         help="no attachment store: erase the database rows alone",
     )
-    common(erase, quiet=True)
+    _common(erase, quiet=True)
 
     orphans = add(
         "orphans", "delete attachments never sent in a message (bytes and metadata)", ORPHANS_HELP
@@ -375,11 +376,7 @@ def _encryption_commands(add: Adder) -> None:
     """Add ``rekey``."""
     rekey = add("rekey", "seal every row with the current encryption key", REKEY_HELP)
     rekey.add_argument("url", nargs="?", help=URL_HELP)
-    _table_prefix(rekey)
-    rekey.add_argument(
-        "--batch-size", type=positive, default=500, help="rows per batch (default 500)"
-    )
-    rekey.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _common(rekey, quiet=True)
 
 
 def _demo_command(add: Adder) -> None:

@@ -36,7 +36,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, cast
 
 from .audit import audit_call
@@ -70,7 +70,6 @@ class Profile:
     collection_key: str | None
     metric: str
     metric_description: str
-    span_kind: str  # "CLIENT" or "INTERNAL"
 
     def span_name(self, operation: str, collection: str | None) -> str:
         """``"{operation} {collection}"`` (semantic conventions), or ``attachments.{operation}``."""
@@ -80,14 +79,10 @@ class Profile:
 
 
 STORE_PROFILE = Profile(
-    DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_DURATION, "Duration of store operations", "CLIENT"
+    DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_DURATION, "Duration of store operations"
 )
 ATTACHMENTS_PROFILE = Profile(
-    ATTACHMENTS_OPERATION,
-    None,
-    ATTACHMENTS_DURATION,
-    "Duration of attachment store operations",
-    "CLIENT",
+    ATTACHMENTS_OPERATION, None, ATTACHMENTS_DURATION, "Duration of attachment store operations"
 )
 
 
@@ -117,7 +112,7 @@ class Telemetry:
         self.tracer: Any = None
         self._meter: Any = None
         self._histograms: dict[str, Any] = {}
-        self._span_kinds: dict[str, Any] = {}
+        self._client_kind: Any = None
         self._status_error: Any = None
 
     def refresh(self) -> None:
@@ -134,7 +129,7 @@ class Telemetry:
 
         if self.tracer is None and _configured(tracer_provider):
             self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-            self._span_kinds = {"CLIENT": trace.SpanKind.CLIENT}
+            self._client_kind = trace.SpanKind.CLIENT
             self._status_error = trace.Status(trace.StatusCode.ERROR)
         if self._meter is None and _configured(meter_provider):
             self._meter = meter_provider.get_meter(INSTRUMENTATION_NAME, __version__)
@@ -182,7 +177,7 @@ class Telemetry:
         if self.tracer is not None:
             span = self.tracer.start_span(
                 profile.span_name(call.operation, collection),
-                kind=self._span_kinds[profile.span_kind],
+                kind=self._client_kind,
                 attributes=span_attributes,
                 record_exception=False,
                 set_status_on_exception=False,
@@ -190,18 +185,16 @@ class Telemetry:
         return Measure(self, store, profile, span, attributes)
 
 
+@dataclass
 class Measure:
     """One call being measured: its span (if traced) and its start time."""
 
-    def __init__(
-        self, telemetry: Telemetry, store: Any, profile: Profile, span: Any, attributes: Attributes
-    ) -> None:
-        self.telemetry = telemetry
-        self.store = store
-        self.profile = profile
-        self.span = span
-        self.attributes = attributes
-        self.started = time.perf_counter()
+    telemetry: Telemetry
+    store: Any
+    profile: Profile
+    span: Any
+    attributes: Attributes
+    started: float = field(default_factory=time.perf_counter)
 
     def current(self) -> Any:
         """A context manager making the span current (nothing without a span)."""
@@ -317,14 +310,6 @@ def operation(
     return decorate
 
 
-_operation = operation
-
-
-def traced(collection: str | None = None, *, operation: str | None = None) -> Callable[[F], F]:
-    """``operation(collection)`` without an audit action (the name of earlier releases)."""
-    return _operation(collection, name=operation)
-
-
 async def _run(
     call: Call, method: Method[R], store: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> R:
@@ -424,4 +409,4 @@ def _qualified_name(error: BaseException) -> str:
     )
 
 
-__all__ = ["Telemetry", "operation", "refresh", "sql_attributes", "traced", "traced_stream"]
+__all__ = ["Telemetry", "operation", "refresh", "sql_attributes", "traced_stream"]

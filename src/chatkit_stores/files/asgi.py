@@ -21,7 +21,7 @@ from chatkit.store import NotFoundError
 
 from ..audit import BYTES_READ, BYTES_UPLOAD, audit_scope
 from ..tenancy import TenantContext
-from .base import PREVIEW_TYPES, UploadRejected
+from .base import PREVIEW_TYPES, UploadRejected, limited
 from .signing import SignatureError
 
 SIGNED_URL = "signed_url"
@@ -63,8 +63,8 @@ def disk_app(disk: DiskAttachmentStore[Any]) -> ASGIApp:
             # body may add boundaries and part headers, not megabytes of other fields.
             limit = disk.max_bytes + (0 if request.method == "PUT" else _MULTIPART_SLACK)
             if _content_length(request.headers.get("content-length")) > limit:
-                raise UploadRejected("the upload is larger than the limit", 413)
-            body = _bounded(request.stream(), limit)
+                raise UploadRejected(_TOO_LARGE, 413)
+            body = limited(request.stream(), limit, too_large=_TOO_LARGE)
             if request.method == "PUT":
                 _check_declared_type(disk, request.headers.get("content-type"))
                 chunks: AsyncIterator[bytes] = body
@@ -141,6 +141,8 @@ def _upload_error(error: BaseException) -> Response:
 
 _MULTIPART_SLACK = 64 * 1024
 """Room for multipart boundaries and part headers beside the file's ``max_bytes``."""
+_TOO_LARGE = "the upload is larger than the limit"
+"""What a refused body is told (the limit includes the multipart room, so it is not named)."""
 
 
 def _content_length(header: str | None) -> int:
@@ -149,16 +151,6 @@ def _content_length(header: str | None) -> int:
         return int(header or 0)
     except ValueError:
         raise UploadRejected(f"Content-Length is not a number: {header!r:.40}", 400) from None
-
-
-async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """Pass the request body through; refuse it (413) once more than ``limit`` bytes came."""
-    total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > limit:
-            raise UploadRejected("the upload is larger than the limit", 413)
-        yield chunk
 
 
 def _check_declared_type(disk: DiskAttachmentStore[Any], content_type: str | None) -> None:

@@ -113,10 +113,6 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         tenant = options.get("tenant")
         max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
         allowed_mime_types = options.get("allowed_mime_types")
-        preview_ttl = options.get("preview_ttl", DEFAULT_PREVIEW_TTL)
-        upload_ttl = options.get("upload_ttl", DEFAULT_UPLOAD_TTL)
-        audit = options.get("audit")
-        telemetry = options.get("telemetry")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.store = store
@@ -124,10 +120,10 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         self.allowed_mime_types = (
             None if allowed_mime_types is None else frozenset(m.lower() for m in allowed_mime_types)
         )
-        self.preview_ttl = preview_ttl
-        self.upload_ttl = upload_ttl
-        self._audit = audit
-        self._telemetry = telemetry
+        self.preview_ttl = options.get("preview_ttl", DEFAULT_PREVIEW_TTL)
+        self.upload_ttl = options.get("upload_ttl", DEFAULT_UPLOAD_TTL)
+        self._audit = options.get("audit")
+        self._telemetry = options.get("telemetry")
         if tenant is not None:
             self._resolve_tenant = tenant
         elif isinstance(store, StoreBase):
@@ -626,13 +622,16 @@ def _binary(chunk: object) -> bytes:
     raise TypeError(f"upload() reads bytes, got {type(chunk).__name__}{hint}")
 
 
-async def limited(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes]:
-    """Pass chunks through; raise ``UploadRejected`` (413) once more than ``max_bytes`` came."""
+async def limited(
+    chunks: AsyncIterable[bytes], max_bytes: int, *, too_large: str | None = None
+) -> AsyncIterator[bytes]:
+    """Pass chunks through; raise ``UploadRejected`` (413, ``too_large``) past ``max_bytes``."""
     total = 0
     async for chunk in chunks:
         total += len(chunk)
         if total > max_bytes:
-            raise UploadRejected(f"the upload is larger than the limit of {max_bytes} bytes", 413)
+            why = too_large or f"the upload is larger than the limit of {max_bytes} bytes"
+            raise UploadRejected(why, 413)
         yield chunk
 
 

@@ -22,7 +22,7 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +166,17 @@ two commands interleaved in one process (coroutines of one event loop, or thread
 each other's scripts. Migrations of one process therefore take turns."""
 
 
-@contextlib.asynccontextmanager
-async def _one_at_a_time() -> AsyncIterator[None]:
+async def _run_alone(
+    target: AsyncEngine | str | URL, prefix: str, work: Callable[[sa.Connection], None]
+) -> None:
+    """Run ``work`` on ``target`` once no other migration of this process runs (see above)."""
+    make_tables(prefix)  # a bad prefix is refused before anything connects
     # A thread lock polled, not awaited: an asyncio primitive cannot cover other threads' loops,
     # and blocking in acquire() would stall this loop, whose coroutine may hold the lock.
     while not _IN_PROCESS.acquire(blocking=False):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     try:
-        yield
+        await run_sync(target, work)
     finally:
         _IN_PROCESS.release()
 
@@ -192,15 +195,12 @@ async def migrate(
     ``row_security``), False drops them, None leaves them as they are.
     """
 
-    make_tables(prefix)  # a bad prefix is refused before anything connects
-
     def work(conn: sa.Connection) -> None:
         upgrade_with(conn, revision, prefix=prefix, version_locations=version_locations)
         if row_level_security is not None:
             set_row_security(conn, prefix, row_level_security)
 
-    async with _one_at_a_time():
-        await run_sync(target, work)
+    await _run_alone(target, prefix, work)
 
 
 async def downgrade(
@@ -211,8 +211,6 @@ async def downgrade(
     version_locations: VersionLocations = (),
 ) -> None:
     """Downgrade to ``revision`` (``base`` drops every chatkit-stores table)."""
-
-    make_tables(prefix)  # a bad prefix is refused before anything connects
 
     def work(conn: sa.Connection) -> None:
         config = alembic_config(prefix, connection=conn, version_locations=version_locations)
@@ -225,8 +223,7 @@ async def downgrade(
             if revision == "base":  # leave nothing of ours behind
                 sa.Table(version_table(prefix), sa.MetaData()).drop(conn, checkfirst=True)
 
-    async with _one_at_a_time():
-        await run_sync(target, work)
+    await _run_alone(target, prefix, work)
 
 
 async def stamp(
@@ -241,7 +238,6 @@ async def stamp(
     The tables must already have that revision's columns (any revision but ``base``): stamping
     someone else's tables, or tables that are not there, is refused with ``MigrationError``.
     """
-    make_tables(prefix)  # a bad prefix is refused before anything connects
 
     def work(conn: sa.Connection) -> None:
         config = alembic_config(prefix, connection=conn, version_locations=version_locations)
@@ -251,8 +247,7 @@ async def stamp(
             _end_our_transaction(conn, own)
             command.stamp(config, revision)
 
-    async with _one_at_a_time():
-        await run_sync(target, work)
+    await _run_alone(target, prefix, work)
 
 
 async def current(

@@ -36,19 +36,3 @@ def set_row_security(connection: sa.Connection, prefix: str, enabled: bool) -> N
         else:
             connection.exec_driver_sql(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
             connection.exec_driver_sql(f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY")
-
-
-def row_security_enabled(connection: sa.Connection, prefix: str) -> bool:
-    """Whether all three tables with ``prefix`` enforce their tenant policies."""
-    if connection.dialect.name != "postgresql":
-        return False
-    names = [f"{prefix}{table}" for table in ("threads", "items", "attachments")]
-    forced = connection.execute(
-        sa.text(
-            "SELECT count(*) FROM pg_class c JOIN pg_policy p ON p.polrelid = c.oid"
-            " WHERE c.relname = ANY(:names) AND c.relrowsecurity AND c.relforcerowsecurity"
-            " AND c.relkind = 'r' AND pg_table_is_visible(c.oid)"
-        ),
-        {"names": names},
-    ).scalar_one()
-    return bool(forced == len(names))

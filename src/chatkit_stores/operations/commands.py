@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..encryption import KeyRing
     from ..files import AttachmentStoreBase
     from ..sql import SQLStore
+    from .transfer import TransferReport
 
 
 def database_url(given: str | None) -> str:
@@ -159,6 +160,24 @@ def _progress(args: argparse.Namespace, verb: str) -> Callable[[str, int | None]
     return lambda label, total: Progress(f"{verb} {label}", total, enabled=not args.quiet)
 
 
+def _batches(args: argparse.Namespace, verb: str) -> dict[str, Any]:
+    """The table prefix, batch size and progress display of a command that reads every row."""
+    return {
+        "prefix": args.table_prefix,
+        "batch_size": args.batch_size,
+        "progress": _progress(args, verb),
+    }
+
+
+def _print_transfer(report: TransferReport, url: str, verb: str) -> None:
+    """What ``copy`` or ``import`` did: the tables it created, the rows per table."""
+    from .database import safe_url
+
+    if report.migrated:
+        print(f"created the chatkit-stores tables in {safe_url(url)}")
+    print("\n".join(report.lines(verb)))
+
+
 async def doctor(args: argparse.Namespace) -> int:
     """``doctor``: validate every stored blob."""
     from .database import safe_url
@@ -203,36 +222,20 @@ async def rekey(args: argparse.Namespace) -> int:
     def show(row: Unreadable) -> None:
         print(row, flush=True)
 
-    report = await rekey(
-        url,
-        keys,
-        prefix=args.table_prefix,
-        batch_size=args.batch_size,
-        progress=_progress(args, "sealing"),
-        on_unreadable=show,
-    )
+    report = await rekey(url, keys, on_unreadable=show, **_batches(args, "sealing"))
     print(f"{safe_url(url)}: {report.summary()}")
     return 0 if report.ok else 1
 
 
 async def copy(args: argparse.Namespace) -> int:
     """``copy SRC_URL [DST_URL]``."""
-    from .database import safe_url
     from .transfer import copy
 
     source = database_url(args.source)
     dest = database_url(args.dest)
-    report = await copy(
-        source,
-        dest,
-        prefix=args.table_prefix,
-        dest_prefix=args.to_table_prefix,
-        batch_size=args.batch_size,
-        progress=_progress(args, "copying"),
-    )
-    if report.migrated:
-        print(f"created the chatkit-stores tables in {safe_url(dest)}")
-    print("\n".join(report.lines("copied")))
+    batches = _batches(args, "copying")
+    report = await copy(source, dest, dest_prefix=args.to_table_prefix, **batches)
+    _print_transfer(report, dest, "copied")
     return 0
 
 
@@ -264,13 +267,7 @@ async def export(args: argparse.Namespace) -> int:
 
     path, given = file_and_url(args)
     url = database_url(given)
-    rows = await export(
-        url,
-        path,
-        prefix=args.table_prefix,
-        batch_size=args.batch_size,
-        progress=_progress(args, "exporting"),
-    )
+    rows = await export(url, path, **_batches(args, "exporting"))
     counts = ", ".join(plural(count, NOUNS[table]) for table, count in rows.items())
     where = "stdout" if path == "-" else path
     out = sys.stderr if path == "-" else sys.stdout
@@ -280,21 +277,11 @@ async def export(args: argparse.Namespace) -> int:
 
 async def import_(args: argparse.Namespace) -> int:
     """``import FILE [URL]``."""
-    from .database import safe_url
     from .transfer import import_
 
     path, given = file_and_url(args)
     url = database_url(given)
-    report = await import_(
-        path,
-        url,
-        prefix=args.table_prefix,
-        batch_size=args.batch_size,
-        progress=_progress(args, "importing"),
-    )
-    if report.migrated:
-        print(f"created the chatkit-stores tables in {safe_url(url)}")
-    print("\n".join(report.lines("imported")))
+    _print_transfer(await import_(path, url, **_batches(args, "importing")), url, "imported")
     return 0
 
 

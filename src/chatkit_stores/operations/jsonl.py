@@ -45,7 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ..base import is_key, position
+from ..base import is_key, naive_utc
 from ..tenancy import TenantError, check_tenant
 from . import OperationError
 from .database import COLUMNS, TABLES, Row
@@ -137,7 +137,7 @@ def _field(table: str, column: str, value: Any, where: str) -> Any:
         try:
             if isinstance(value, str) and value.endswith(("Z", "z")):  # Python 3.10 wants +00:00
                 value = value[:-1] + "+00:00"
-            return position(datetime.fromisoformat(value))
+            return naive_utc(datetime.fromisoformat(value))
         except (TypeError, ValueError):
             raise OperationError(f"{where}: 'created_at' must be an ISO 8601 timestamp") from None
     # data

@@ -140,11 +140,6 @@ class SQLStore(StoreBase[TContext]):
         # transactions.
         self._turns = turns_for(engine.pool)
 
-    @property
-    def dialect(self) -> str:
-        """The same as ``backend`` (its former name)."""
-        return self.backend
-
     @classmethod
     def from_url(cls, url: str | URL, **options: Any) -> SQLStore[Any]:
         """Return the store for the URL's scheme: SQLite, PostgreSQL or MySQL/MariaDB."""

@@ -18,12 +18,13 @@ import pytest_asyncio
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import Attachment, AttachmentCreateParams, FileAttachment, ImageAttachment
 
-from .fixtures import Ctx, StoreFixtures, expect_error
+from .fixtures import Ctx, StoreFixtures, async_tests, expect_error
 
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(4096)
 TEXT = "hello 😀\n".encode() * 100
 
 
+@async_tests
 class AttachmentStoreTests(StoreFixtures):
     """What ChatKit and its clients rely on an attachment store to do."""
 
@@ -89,7 +90,6 @@ class AttachmentStoreTests(StoreFixtures):
 
     # tests
 
-    @pytest.mark.asyncio
     async def test_create_describes_the_upload(
         self, attachment_store: AttachmentStore[Any], context: Ctx
     ) -> None:
@@ -108,7 +108,6 @@ class AttachmentStoreTests(StoreFixtures):
             assert str(descriptor.url).startswith(("http://", "https://"))
         assert image.id != text.id
 
-    @pytest.mark.asyncio
     async def test_two_phase_upload(
         self,
         attachment_store: AttachmentStore[Any],
@@ -130,7 +129,6 @@ class AttachmentStoreTests(StoreFixtures):
         if hasattr(attachment_store, "read"):
             assert await attachment_store.read(attachment.id, context) == PNG
 
-    @pytest.mark.asyncio
     async def test_preview_serves_the_image(
         self,
         attachment_store: AttachmentStore[Any],
@@ -148,7 +146,6 @@ class AttachmentStoreTests(StoreFixtures):
         response = await http_client.get(str(loaded.preview_url))
         assert response.status_code == 200 and response.content == PNG, "previews show the image"
 
-    @pytest.mark.asyncio
     async def test_direct_upload_reads_back(
         self, attachment_store: AttachmentStore[Any], metadata_store: Store[Any], context: Ctx
     ) -> None:
@@ -161,7 +158,6 @@ class AttachmentStoreTests(StoreFixtures):
         assert await metadata_store.load_attachment(uploaded.id, context) == uploaded
         assert await attachment_store.read(uploaded.id, context) == TEXT  # type: ignore[attr-defined]
 
-    @pytest.mark.asyncio
     async def test_delete(
         self, attachment_store: AttachmentStore[Any], context: Ctx, other_context: Ctx
     ) -> None:

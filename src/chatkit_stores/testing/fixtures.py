@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,7 +18,19 @@ from .models import T0, new_id
 
 Ctx = Any
 R = TypeVar("R")
+C = TypeVar("C", bound=type)
 Reopen = Callable[[Store[Any]], Awaitable[Store[Any]]]
+
+
+def async_tests(cls: C) -> C:
+    """Mark each ``async def test_*`` of the class ``pytest.mark.asyncio``, as if one by one.
+
+    pytest-asyncio's strict mode runs only marked tests; subclasses inherit the marked tests.
+    """
+    for name, value in list(vars(cls).items()):
+        if name.startswith("test_") and inspect.iscoroutinefunction(value):
+            setattr(cls, name, pytest.mark.asyncio(value))
+    return cls
 
 
 async def collect(

@@ -13,7 +13,6 @@ from chatkit.types import (
     Attachment,
     AttachmentUploadDescriptor,
     ClientToolCallItem,
-    CustomSummary,
     CustomTask,
     DurationSummary,
     EndOfTurnItem,
@@ -274,8 +273,6 @@ else:
         )
 
     ITEM_BUILDERS["structured_input"] = structured_input
-
-WORKFLOW_SUMMARY_EXAMPLE = CustomSummary(title="Looked things up", icon="search")
 
 TIMESTAMPS: dict[str, datetime] = {
     "naive": T0,

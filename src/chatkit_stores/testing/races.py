@@ -19,7 +19,7 @@ from chatkit.types import ThreadItem, ThreadMetadata
 
 from . import models
 from .capabilities import requires
-from .fixtures import Ctx, StoreFixtures, expect_error
+from .fixtures import Ctx, StoreFixtures, async_tests, expect_error
 from .interleave import instrument, interleavings
 
 STORE_METHODS = (
@@ -41,6 +41,7 @@ STORE_METHODS = (
 AwaitPoints = Callable[[], AbstractContextManager[None]]
 
 
+@async_tests
 class RaceTests(StoreFixtures):
     """Overlapping operations on the same rows have one documented winner."""
 
@@ -49,7 +50,6 @@ class RaceTests(StoreFixtures):
         """Where the paused side stops: each ``Store`` method call. Override for finer points."""
         return lambda: instrument(store, *STORE_METHODS)
 
-    @pytest.mark.asyncio
     @requires("merged_thread_saves")
     async def test_a_rename_during_a_response_survives(
         self, store: Store[Any], context: Ctx, await_points: AwaitPoints
@@ -78,7 +78,6 @@ class RaceTests(StoreFixtures):
                     f"got title {final.title!r}, metadata {final.metadata!r}"
                 )
 
-    @pytest.mark.asyncio
     @requires("delete_wins_over_saves")
     async def test_a_delete_wins_over_a_response_saving_its_thread(
         self, store: Store[Any], context: Ctx, await_points: AwaitPoints
@@ -104,7 +103,6 @@ class RaceTests(StoreFixtures):
                     "save brought back a thread deleted after the response loaded it",
                 )
 
-    @pytest.mark.asyncio
     @requires("insert_if_absent_adds")
     async def test_a_retried_add_never_reverts_a_later_save(
         self, store: Store[Any], context: Ctx, await_points: AwaitPoints
@@ -136,7 +134,6 @@ class RaceTests(StoreFixtures):
                     "id already stored replaced the item a later save_item wrote"
                 )
 
-    @pytest.mark.asyncio
     async def test_adds_racing_a_thread_delete(
         self, store: Store[Any], context: Ctx, await_points: AwaitPoints
     ) -> None:

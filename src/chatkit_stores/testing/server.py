@@ -13,12 +13,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-import pytest
 from chatkit.store import NotFoundError, Store
 from chatkit.types import ThreadMetadata, ThreadStreamEvent, UserMessageItem
 
 from . import models
-from .fixtures import Ctx, StoreFixtures, expect_error
+from .fixtures import Ctx, StoreFixtures, async_tests, expect_error
 
 
 @cache
@@ -78,10 +77,10 @@ def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any
     }
 
 
+@async_tests
 class ServerTests(StoreFixtures):
     """A real ChatKitServer over the store: every request a ChatKit client sends for threads."""
 
-    @pytest.mark.asyncio
     async def test_conversation(self, store: Store[Any], context: Ctx) -> None:
         """threads.create, add_user_message, items.list and threads.list/update/get/delete work."""
         server = echo_server(store)
@@ -153,7 +152,6 @@ class ServerTests(StoreFixtures):
         listed = await send(server, {"type": "threads.list", "params": {"limit": 10}}, context)
         assert listed["data"] == [], "a deleted thread must leave threads.list"
 
-    @pytest.mark.asyncio
     async def test_tenants_do_not_meet(
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:
@@ -184,7 +182,6 @@ class ServerTests(StoreFixtures):
         )
         assert len(full["items"]["data"]) == 2, "another tenant's delete must not touch this thread"
 
-    @pytest.mark.asyncio
     async def test_attachment_adopted_into_message(self, store: Store[Any], context: Ctx) -> None:
         """An attachment sent with a message is re-saved with the message's thread_id."""
         server = echo_server(store)
@@ -202,7 +199,6 @@ class ServerTests(StoreFixtures):
         stored = await store.load_attachment(attachment.id, context)
         assert stored.thread_id == thread_id, "ChatKit re-saves the attachment with its thread_id"
 
-    @pytest.mark.asyncio
     async def test_foreign_attachment_refused(
         self, store: Store[Any], context: Ctx, other_context: Ctx
     ) -> None:

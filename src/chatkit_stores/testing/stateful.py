@@ -32,10 +32,11 @@ from hypothesis.stateful import (
     rule,
 )
 
+from ..base import naive_utc
 from ..memory import MemoryStore
 from . import models
 from .capabilities import Capabilities
-from .fixtures import Ctx, StoreFixtures
+from .fixtures import Ctx, StoreFixtures, async_tests
 from .models import T0
 
 R = TypeVar("R")
@@ -323,7 +324,7 @@ class StoreMachine(RuleBasedStateMachine):
         pages = value if isinstance(value, list) else [value]
         groups: dict[datetime, list[Any]] = {}
         for obj in (obj for page in pages for obj in page.data):
-            groups.setdefault(_instant(obj.created_at), []).append(obj)
+            groups.setdefault(naive_utc(obj.created_at), []).append(obj)
         return (
             [len(page.data) for page in pages],
             [sorted(group, key=lambda obj: obj.id) for group in groups.values()],
@@ -733,6 +734,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._read_attachment(tenant, attachment)
 
 
+@async_tests
 class StatefulTests(StoreFixtures):
     """Random operation sequences on the store give the same results as ``MemoryStore``.
 
@@ -766,7 +768,6 @@ class StatefulTests(StoreFixtures):
         """The Hypothesis settings of the stateful test; override to run it longer."""
         return stateful_settings_default()
 
-    @pytest.mark.asyncio
     async def test_stateful_matches_the_reference_model(
         self,
         store: Store[Any],
@@ -811,11 +812,6 @@ class _Reference(MemoryStore[Any]):
         await super().delete_thread(thread_id, context)
         if not self.capabilities.thread_delete_removes_attachments:
             self._attachments.update(kept)
-
-
-def _instant(at: datetime) -> datetime:
-    """``at`` as a naive UTC datetime (naive values are taken as UTC)."""
-    return at if at.tzinfo is None else at.astimezone(_UTC).replace(tzinfo=None)
 
 
 def _seed_from_env() -> int:

@@ -18,16 +18,25 @@ from chatkit.types import LockedStatus, Page, Thread, ThreadMetadata
 
 from . import models
 from .capabilities import Capabilities, requires
-from .fixtures import Ctx, Reopen, StoreFixtures, add_items, collect, expect_error, expect_ok
+from .fixtures import (
+    Ctx,
+    Reopen,
+    StoreFixtures,
+    add_items,
+    async_tests,
+    collect,
+    expect_error,
+    expect_ok,
+)
 from .models import T0, new_id
 
 MISSING = "ChatKit's server turns NotFoundError into a 'not found' answer; raise it for"
 
 
+@async_tests
 class ThreadTests(StoreFixtures):
     """Threads: round trips, upserts, missing threads."""
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("stamp", list(models.TIMESTAMPS))
     async def test_thread_round_trip(self, store: Store[Any], context: Ctx, stamp: str) -> None:
         """A thread with status, metadata and odd text loads back equal, timezone included."""
@@ -42,14 +51,12 @@ class ThreadTests(StoreFixtures):
         page = await store.load_threads(10, None, "asc", context)
         assert page.data == [thread], "load_threads must return threads exactly as saved"
 
-    @pytest.mark.asyncio
     async def test_thread_without_title(self, store: Store[Any], context: Ctx) -> None:
         """A thread with a None title loads back with a None title."""
         thread = models.thread(title=None)
         await store.save_thread(thread, context)
         assert (await store.load_thread(thread.id, context)).title is None
 
-    @pytest.mark.asyncio
     async def test_save_thread_updates(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -61,7 +68,6 @@ class ThreadTests(StoreFixtures):
             "save_thread must upsert: ChatKit saves the same thread again after a rename"
         )
 
-    @pytest.mark.asyncio
     async def test_full_thread_saved_as_metadata(self, store: Store[Any], context: Ctx) -> None:
         """Saving a full Thread (as ChatKit does while streaming) stores its metadata only."""
         metadata = models.thread()
@@ -73,7 +79,6 @@ class ThreadTests(StoreFixtures):
             "ChatKit saves a full Thread while streaming; load_thread must return its metadata only"
         )
 
-    @pytest.mark.asyncio
     async def test_load_missing_thread(self, store: Store[Any], context: Ctx) -> None:
         """Loading a missing thread raises NotFoundError."""
         await expect_error(
@@ -82,7 +87,6 @@ class ThreadTests(StoreFixtures):
             f"load_thread of a missing thread: {MISSING} a missing thread",
         )
 
-    @pytest.mark.asyncio
     async def test_delete_missing_thread_is_noop(self, store: Store[Any], context: Ctx) -> None:
         """Deleting a missing thread is a no-op."""
         await expect_ok(
@@ -90,7 +94,6 @@ class ThreadTests(StoreFixtures):
             "delete_thread of a missing thread must be a no-op (a retried delete is normal)",
         )
 
-    @pytest.mark.asyncio
     async def test_loaded_model_is_not_aliased(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -101,7 +104,6 @@ class ThreadTests(StoreFixtures):
             "load_thread must return a copy, not the stored object"
         )
 
-    @pytest.mark.asyncio
     async def test_saved_model_is_not_aliased(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -112,10 +114,10 @@ class ThreadTests(StoreFixtures):
         )
 
 
+@async_tests
 class ItemTests(StoreFixtures):
     """Items: every type round-trips, upserts keep their place, missing items."""
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("kind", list(models.ITEM_BUILDERS))
     async def test_item_round_trip(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, kind: str
@@ -129,7 +131,6 @@ class ItemTests(StoreFixtures):
         page = await store.load_thread_items(saved_thread.id, None, 10, "asc", context)
         assert page.data == [item]
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("stamp", list(models.TIMESTAMPS))
     async def test_item_timestamps(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx, stamp: str
@@ -141,7 +142,6 @@ class ItemTests(StoreFixtures):
         assert loaded.created_at == item.created_at, "timestamps round-trip exactly, with timezone"
         assert loaded.created_at.tzinfo == item.created_at.tzinfo, "timezone must survive"
 
-    @pytest.mark.asyncio
     @requires("nul_in_text")
     async def test_nul_in_text(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
@@ -156,7 +156,6 @@ class ItemTests(StoreFixtures):
         await store.save_thread(thread, context)
         assert await store.load_thread(thread.id, context) == thread
 
-    @pytest.mark.asyncio
     @requires("large_items")
     async def test_large_item(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
@@ -169,7 +168,6 @@ class ItemTests(StoreFixtures):
             "an item of several megabytes must round-trip exactly"
         )
 
-    @pytest.mark.asyncio
     @requires("insert_if_absent_adds")
     async def test_add_is_idempotent(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
@@ -181,7 +179,6 @@ class ItemTests(StoreFixtures):
         ids, _ = await collect(store, saved_thread.id, "asc", 10, context)
         assert ids == [i.id for i in items], retry
 
-    @pytest.mark.asyncio
     async def test_save_item_keeps_position(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -196,7 +193,6 @@ class ItemTests(StoreFixtures):
         )
         assert page.data[0] == updated, "save_item must replace the stored item"
 
-    @pytest.mark.asyncio
     async def test_save_item_inserts_unknown(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -207,7 +203,6 @@ class ItemTests(StoreFixtures):
         loaded = await expect_ok(store.load_item(saved_thread.id, item.id, context), upsert)
         assert loaded == item, upsert
 
-    @pytest.mark.asyncio
     async def test_missing_items(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -224,7 +219,6 @@ class ItemTests(StoreFixtures):
         page = await store.load_thread_items(new_id("thr"), None, 10, "desc", context)
         assert page.data == [] and not page.has_more, "an unknown thread has an empty page"
 
-    @pytest.mark.asyncio
     async def test_delete_item(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -239,7 +233,6 @@ class ItemTests(StoreFixtures):
             "delete_thread_item must delete the item: it still loads",
         )
 
-    @pytest.mark.asyncio
     async def test_item_is_scoped_to_its_thread(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -252,7 +245,6 @@ class ItemTests(StoreFixtures):
             "load_item must find an item only through its own thread: filter by thread id too",
         )
 
-    @pytest.mark.asyncio
     async def test_hostile_ids(self, store: Store[Any], context: Ctx) -> None:
         """Hostile ids (quotes, %, _, case, padding, unicode, 255 chars) match only themselves."""
         for thread_id in models.HOSTILE_IDS:
@@ -272,10 +264,10 @@ class ItemTests(StoreFixtures):
         )
 
 
+@async_tests
 class OrderingTests(StoreFixtures):
     """Threads and items order by created_at, ties by insertion; pagination laws."""
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("order", ["asc", "desc"])
     @pytest.mark.parametrize("limit", [1, 2, 3, 7, 50])
     async def test_items_paginate(
@@ -304,7 +296,6 @@ class OrderingTests(StoreFixtures):
         )
         _check_pages(pages, limit)
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("order", ["asc", "desc"])
     async def test_threads_paginate(self, store: Store[Any], context: Ctx, order: str) -> None:
         """Thread pages follow (created_at, insertion) order and the pagination laws."""
@@ -325,7 +316,6 @@ class OrderingTests(StoreFixtures):
             )
             _check_pages(pages, limit)
 
-    @pytest.mark.asyncio
     async def test_aware_timestamps_order_by_instant(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -345,7 +335,6 @@ class OrderingTests(StoreFixtures):
             "not as text or wall-clock time"
         )
 
-    @pytest.mark.asyncio
     @requires("naive_is_utc")
     async def test_aware_and_naive_order_together(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
@@ -363,7 +352,6 @@ class OrderingTests(StoreFixtures):
             "a naive created_at must order as UTC next to aware ones (policy naive_is_utc)"
         )
 
-    @pytest.mark.asyncio
     @requires("thread_resave_keeps_position")
     async def test_save_thread_keeps_position(self, store: Store[Any], context: Ctx) -> None:
         """Saving a thread again does not move it in the list."""
@@ -378,7 +366,6 @@ class OrderingTests(StoreFixtures):
             "update the row and keep its insertion sequence, not DELETE + INSERT"
         )
 
-    @pytest.mark.asyncio
     async def test_unknown_cursor(
         self,
         store: Store[Any],
@@ -401,7 +388,6 @@ class OrderingTests(StoreFixtures):
             threads = store.load_threads(10, new_id("thr"), order, context)
             await expect_cursor_error(threads, capabilities, f"an unknown thread ({order})")
 
-    @pytest.mark.asyncio
     async def test_cursor_on_last_item(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -410,7 +396,6 @@ class OrderingTests(StoreFixtures):
         page = await store.load_thread_items(saved_thread.id, items[-1].id, 10, "asc", context)
         assert page.data == [] and not page.has_more and page.after is None
 
-    @pytest.mark.asyncio
     @requires("argument_errors")
     async def test_bad_arguments(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
@@ -434,7 +419,6 @@ class OrderingTests(StoreFixtures):
             )
             await expect_error(store.load_threads(limit, None, "asc", context), ValueError, why)
 
-    @pytest.mark.asyncio
     async def test_huge_limit(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -474,10 +458,10 @@ def _check_pages(pages: list[Page[Any]], limit: int) -> None:
     assert len(last.data) <= limit
 
 
+@async_tests
 class AttachmentMetadataTests(StoreFixtures):
     """Attachment metadata: round trips, upserts, missing attachments."""
 
-    @pytest.mark.asyncio
     @pytest.mark.parametrize("kind", list(models.ATTACHMENT_BUILDERS))
     async def test_attachment_round_trip(self, store: Store[Any], context: Ctx, kind: str) -> None:
         """File and image attachment metadata load back equal."""
@@ -485,7 +469,6 @@ class AttachmentMetadataTests(StoreFixtures):
         await store.save_attachment(attachment, context)
         assert await store.load_attachment(attachment.id, context) == attachment
 
-    @pytest.mark.asyncio
     async def test_save_attachment_upserts(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -498,7 +481,6 @@ class AttachmentMetadataTests(StoreFixtures):
             "ChatKit re-saves an attachment to set its thread_id"
         )
 
-    @pytest.mark.asyncio
     async def test_missing_attachment(self, store: Store[Any], context: Ctx) -> None:
         """A missing attachment raises NotFoundError on load; deleting it is a no-op."""
         await expect_error(
@@ -511,7 +493,6 @@ class AttachmentMetadataTests(StoreFixtures):
             "delete_attachment of a missing attachment must be a no-op",
         )
 
-    @pytest.mark.asyncio
     async def test_delete_attachment(self, store: Store[Any], context: Ctx) -> None:
         """Deleting attachment metadata removes it."""
         attachment = models.image_attachment()
@@ -524,10 +505,10 @@ class AttachmentMetadataTests(StoreFixtures):
         )
 
 
+@async_tests
 class DeleteThreadTests(StoreFixtures):
     """delete_thread removes the thread and its items (and, by policy, its attachments)."""
 
-    @pytest.mark.asyncio
     async def test_delete_cascades(self, store: Store[Any], context: Ctx) -> None:
         """delete_thread removes the thread and its items, nothing else."""
         doomed, kept = models.thread(), models.thread()
@@ -550,7 +531,6 @@ class DeleteThreadTests(StoreFixtures):
         kept_items = await store.load_thread_items(kept.id, None, 10, "asc", context)
         assert len(kept_items.data) == 3, "delete_thread must leave other threads' items alone"
 
-    @pytest.mark.asyncio
     @requires("thread_delete_removes_attachments")
     async def test_delete_removes_attachments(self, store: Store[Any], context: Ctx) -> None:
         """delete_thread removes its attachments' metadata, not other threads' or loose ones."""
@@ -578,10 +558,10 @@ class DeleteThreadTests(StoreFixtures):
             )
 
 
+@async_tests
 class TenantIsolationTests(StoreFixtures):
     """Another tenant's object is indistinguishable from a missing one (a security rule)."""
 
-    @pytest.mark.asyncio
     @requires("tenant_id_scopes")
     async def test_same_ids_are_separate_objects(
         self, store: Store[Any], context: Ctx, other_context: Ctx
@@ -619,7 +599,6 @@ class TenantIsolationTests(StoreFixtures):
         assert await store.load_item(thread_id, item.id, context) == item, scoped
         assert await store.load_attachment(attachment.id, context) == attachment, scoped
 
-    @pytest.mark.asyncio
     async def test_other_tenant_sees_nothing(
         self,
         store: Store[Any],
@@ -672,11 +651,11 @@ class TenantIsolationTests(StoreFixtures):
         assert await store.load_attachment(attachment.id, context) == attachment, untouched
 
 
+@async_tests
 @requires("concurrent_writes")
 class ConcurrencyTests(StoreFixtures):
     """Concurrent writers on one thread never lose a write."""
 
-    @pytest.mark.asyncio
     async def test_concurrent_adds(
         self, store: Store[Any], saved_thread: ThreadMetadata, context: Ctx
     ) -> None:
@@ -688,7 +667,6 @@ class ConcurrencyTests(StoreFixtures):
         ids, _ = await collect(store, saved_thread.id, "asc", 20, context)
         assert ids == [i.id for i in items], "all 50 concurrent add_thread_item calls must persist"
 
-    @pytest.mark.asyncio
     async def test_concurrent_mixed_writes(self, store: Store[Any], context: Ctx) -> None:
         """Concurrent turns on different threads lose no write."""
         threads = [models.thread() for _ in range(10)]
@@ -723,10 +701,10 @@ def estimated_bits(ids: list[str]) -> float:
     return sum(math.log2(len(chars)) for chars in seen if chars)
 
 
+@async_tests
 class IdTests(StoreFixtures):
     """Generated ids are distinct; by policy they keep ChatKit's prefixes and 96 random bits."""
 
-    @pytest.mark.asyncio
     async def test_generated_ids_are_distinct(self, store: Store[Any], context: Ctx) -> None:
         """A few generated thread and item ids are non-empty and all different."""
         thread = models.thread()
@@ -746,7 +724,6 @@ class IdTests(StoreFixtures):
                 f"(e.g. secrets.token_hex(16)), got e.g. {ids[:3]!r}"
             )
 
-    @pytest.mark.asyncio
     @requires("id_prefixes")
     async def test_generated_id_prefixes(self, store: Store[Any], context: Ctx) -> None:
         """Generated ids keep ChatKit's prefixes (thr_, msg_, tc_, tsk_, wf_)."""
@@ -763,7 +740,6 @@ class IdTests(StoreFixtures):
                 "(policy id_prefixes)"
             )
 
-    @pytest.mark.asyncio
     @requires("id_entropy")
     async def test_generated_id_entropy(self, store: Store[Any], context: Ctx) -> None:
         """Generated thread and message ids carry at least 96 random bits (measured, no luck)."""
@@ -784,11 +760,11 @@ class IdTests(StoreFixtures):
             )
 
 
+@async_tests
 @requires("durability")
 class DurabilityTests(StoreFixtures):
     """What was written is there after the store is closed and opened again."""
 
-    @pytest.mark.asyncio
     async def test_survives_reopen(
         self, store: Store[Any], context: Ctx, reopen: Reopen | None
     ) -> None:
