@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="benchenc_")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (for the tests)")
     p.add_argument("--cold", action="store_true", help="no key ring cache: every read decrypts")
+    p.add_argument("--compress", action="store_true", help="deflate rows before sealing them")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", "Direct usage of named widget classes", DeprecationWarning)
     import tempfile
@@ -98,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             config.tiny()
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         header = ["item", "JSON bytes", "stored bytes", "dump us", "validate us", "seal us"]
-        costs = cpu_costs(number=3 if args.tiny else 300)
         if args.cold:
             variants.ENCRYPTION_CACHE_BYTES = 0
+        variants.ENCRYPTION_COMPRESS = args.compress
+        costs = cpu_costs(number=3 if args.tiny else 300)
         header += ["open us", "open again us"]
         lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in costs]
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         found.encryption(backend, data)
     names = ", ".join(BACKENDS[b] for b in result["backends"])
     cache = "no cache: every read decrypts" if args.cold else "default key ring cache"
+    cache += ", rows deflated before sealing" if args.compress else ""
     print(f"### Encrypted / plain, same run ({names}; {cache})\n\n{encryption_table(result)}\n")
     print(f"```\n{target_lines(found)}\n```")
     return 0

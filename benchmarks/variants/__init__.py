@@ -95,6 +95,8 @@ def ours(target: Target, prefix: str, pool_size: int, encryption: Any = None) ->
 ENCRYPTION_CACHE_BYTES: int | None = None
 """The ``encrypted`` variant's key ring cache: None for the library's default, 0 to decrypt
 every row read (``python -m benchmarks.encryption --cold``)."""
+ENCRYPTION_COMPRESS = False
+"""Whether the ``encrypted`` variant deflates rows before sealing them (``--compress``)."""
 
 
 def bench_keys(cache_bytes: int | None = None) -> Any:
@@ -103,7 +105,8 @@ def bench_keys(cache_bytes: int | None = None) -> Any:
 
     if cache_bytes is None:
         cache_bytes = CACHE_BYTES if ENCRYPTION_CACHE_BYTES is None else ENCRYPTION_CACHE_BYTES
-    return KeyRing({"bench": bytes(range(32))}, cache_bytes=cache_bytes)
+    key = {"bench": bytes(range(32))}
+    return KeyRing(key, cache_bytes=cache_bytes, compress=ENCRYPTION_COMPRESS)
 
 
 async def open_variant(name: str, target: Target, prefix: str, pool_size: int) -> BenchStore:

@@ -132,7 +132,9 @@ on. The key ring comes from $CHATKIT_STORES_ENCRYPTION_KEYS (id:base64key pairs 
 commas, the current key first) and must hold every key rows are sealed with. Batches of
 --batch-size rows, one transaction each; a row a request saves meanwhile is never overwritten
 with older content. Running it again resumes or does nothing. Exits 1 when some rows could not
-be opened (they are listed and left as they are). URL defaults to $DATABASE_URL.
+be opened (they are listed and left as they are). With --compress, rows sealed without
+compression are sealed again, deflated; without it, deflated rows are left as they are.
+URL defaults to $DATABASE_URL.
 """
 
 DEMO_HELP = """\
@@ -376,6 +378,11 @@ def _encryption_commands(add: Adder) -> None:
     """Add ``rekey``."""
     rekey = add("rekey", "seal every row with the current encryption key", REKEY_HELP)
     rekey.add_argument("url", nargs="?", help=URL_HELP)
+    rekey.add_argument(
+        "--compress",
+        action="store_true",
+        help="deflate each row before sealing it, as KeyRing(..., compress=True) does",
+    )
     _common(rekey, quiet=True)
 
 

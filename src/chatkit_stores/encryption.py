@@ -5,11 +5,13 @@ attachment row as an *envelope* instead of plaintext JSON::
 
     ckenc:1:<key id>:<base64 of nonce (12 bytes), ciphertext, tag (16 bytes)>
 
-``1`` is the envelope version, the key id names the key of the ring that sealed it (so rows
-stay readable after the current key changes). Plaintext JSON starts with ``{``, never with
-``ckenc:``, so one table can hold both: rows written before encryption was turned on stay
-readable, and ``chatkit-stores rekey`` seals them. A store without keys refuses an envelope with
-:class:`MissingKeyError` instead of handing ciphertext to pydantic.
+``1`` is the envelope version: ``1`` seals the JSON's UTF-8 bytes, ``2`` the same bytes deflated
+first (``KeyRing(..., compress=True)``); every ring opens both. The key id names the key of the
+ring that sealed it (so rows stay readable after the current key changes). Plaintext JSON
+starts with ``{``, never with ``ckenc:``, so one table can hold both: rows written before
+encryption was turned on stay readable, and ``chatkit-stores rekey`` seals them. A store
+without keys refuses an envelope with :class:`MissingKeyError` instead of handing ciphertext to
+pydantic.
 
 The associated data of each envelope is its header and the row it belongs to: the table
 (``threads``, ``items``, ``attachments``, without the table prefix, so ``copy`` between
@@ -32,6 +34,7 @@ import binascii
 import os
 import re
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,7 +45,15 @@ PREFIX = "ckenc:"
 """How every envelope starts (plaintext JSON starts with ``{``)."""
 
 VERSION = 1
-"""The envelope version this module writes and reads."""
+"""The envelope version of the JSON's UTF-8 bytes, sealed as they are."""
+
+DEFLATED = 2
+"""The envelope version of a ring that deflates: one byte, ``z`` (then the JSON's UTF-8 bytes
+deflated, zlib format) or ``=`` (then the bytes as they are: shorter than ``DEFLATE_FROM``)."""
+
+DEFLATE_FROM = 1024
+"""Texts shorter than this (in UTF-8 bytes) are sealed as they are even by a deflating ring:
+deflating costs a few microseconds whatever the size and saves little on short rows."""
 
 CACHE_BYTES = 8 * 2**20
 """How much of what a key ring sealed and opened lately it keeps by default (characters of
@@ -53,8 +64,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 INSTALL_HINT = "encryption needs the cryptography package: pip install 'chatkit-stores[encryption]'"
 
-_HEADER = f"{PREFIX}{VERSION}:"
-_HEADER_LENGTH = len(_HEADER)
+_VERSIONS = (f"{VERSION}:", f"{DEFLATED}:")
+_HEADER_LENGTH = len(PREFIX) + 2  # "ckenc:1:"
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _ID_FIELDS = {"threads": ("id",), "items": ("thread_id", "id"), "attachments": ("id",)}
 
@@ -83,7 +94,7 @@ def is_encrypted(blob: str) -> bool:
 
 def key_id_of(blob: str) -> str | None:
     """The key id an envelope names; None for plaintext JSON (or an unreadable envelope)."""
-    if not blob.startswith(_HEADER):
+    if not blob.startswith(PREFIX) or blob[len(PREFIX) : _HEADER_LENGTH] not in _VERSIONS:
         return None
     end = blob.find(":", _HEADER_LENGTH)
     return blob[_HEADER_LENGTH:end] if end > _HEADER_LENGTH else None
@@ -119,6 +130,10 @@ class KeyRing:
     and its row: reading a row again costs a lookup instead of a decryption, and only an
     envelope that is byte for byte one this ring authenticated for that very row is answered
     from memory (a tampered or copied one is a different key, and is decrypted and refused).
+
+    With ``compress=True`` it deflates the JSON before sealing it (envelope version 2): rows
+    about as small as the database keeps plaintext JSON, at the price of showing how well each
+    row compresses, not only its length (docs/encryption.md).
     """
 
     def __init__(
@@ -127,6 +142,7 @@ class KeyRing:
         *,
         current: str | None = None,
         cache_bytes: int = CACHE_BYTES,
+        compress: bool = False,
     ) -> None:
         aesgcm = _aesgcm_class()
         if not keys:
@@ -138,11 +154,18 @@ class KeyRing:
                     f"key id {key_id!r} must be 1 to 32 of the characters A-Z a-z 0-9 _ . -"
                 )
             self._ciphers[key_id] = aesgcm(_key_bytes(key_id, key))
-        # what open() looks up per blob: the cipher and the envelope header of each key
-        self._headers = {key_id: f"{_HEADER}{key_id}:" for key_id in self._ciphers}
         self.current = next(iter(keys)) if current is None else current
         if self.current not in self._ciphers:
             raise ValueError(f"current key {self.current!r} is not one of the keys {self.ids}")
+        self.compress = compress
+        self.header = f"{PREFIX}{DEFLATED if compress else VERSION}:{self.current}:"
+        """How the envelopes this ring seals start."""
+        self.current_headers = (
+            (self.header,)
+            if compress
+            else tuple(f"{PREFIX}{version}{self.current}:" for version in _VERSIONS)
+        )
+        """The headers ``rekey`` leaves alone: the current key's (deflated, with ``compress``)."""
         self.cache_bytes = cache_bytes
         self._known: dict[tuple[str, ...], str] = {}  # (envelope, table, tenant, *ids) -> text
         self._known_bytes = 0
@@ -150,7 +173,12 @@ class KeyRing:
 
     @classmethod
     def parse(
-        cls, text: str, *, source: str = "the key list", cache_bytes: int = CACHE_BYTES
+        cls,
+        text: str,
+        *,
+        source: str = "the key list",
+        cache_bytes: int = CACHE_BYTES,
+        compress: bool = False,
     ) -> KeyRing:
         """The ring described by ``id:base64key`` pairs separated by commas, current first."""
         keys: dict[str, str] = {}
@@ -164,7 +192,7 @@ class KeyRing:
         if not keys:
             raise ValueError(f"{source} names no keys (expected id:base64key,...)")
         try:
-            return cls(keys, cache_bytes=cache_bytes)
+            return cls(keys, cache_bytes=cache_bytes, compress=compress)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 
@@ -175,12 +203,13 @@ class KeyRing:
         environ: Mapping[str, str] | None = None,
         *,
         cache_bytes: int = CACHE_BYTES,
+        compress: bool = False,
     ) -> KeyRing:
         """The ring in the environment variable (``id:base64key,...``, current first)."""
         text = (os.environ if environ is None else environ).get(variable, "")
         if not text.strip():
             raise ValueError(f"{variable} is not set (expected id:base64key,..., current first)")
-        return cls.parse(text, source=variable, cache_bytes=cache_bytes)
+        return cls.parse(text, source=variable, cache_bytes=cache_bytes, compress=compress)
 
     @property
     def ids(self) -> list[str]:
@@ -191,14 +220,17 @@ class KeyRing:
         return key_id in self._ciphers
 
     def __repr__(self) -> str:
-        return f"KeyRing(ids={self.ids!r}, current={self.current!r})"
+        return f"KeyRing(ids={self.ids!r}, current={self.current!r}, compress={self.compress})"
 
     def seal(self, text: str, table: str, tenant: str, *ids: str) -> str:
         """The envelope of ``text`` under the current key, bound to the row."""
-        header = self._headers[self.current]
+        header = self.header
         nonce = os.urandom(NONCE_BYTES)
+        data = text.encode("utf-8")
+        if self.compress:
+            data = b"z" + zlib.compress(data, 1) if len(data) >= DEFLATE_FROM else b"=" + data
         sealed = self._ciphers[self.current].encrypt(
-            nonce, text.encode("utf-8"), _associated(header, table, tenant, ids)
+            nonce, data, _associated(header, table, tenant, ids)
         )
         blob = header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
         self._remember((blob, table, tenant, *ids), text)
@@ -218,8 +250,9 @@ class KeyRing:
     def _decrypt(self, blob: str, table: str, tenant: str, ids: tuple[str, ...]) -> str:
         """The text of an envelope of this row, authenticated, or raise naming the row."""
         # pages open every row: the usual case is a few slices and lookups, the rest is errors
+        version = blob[len(PREFIX) : _HEADER_LENGTH]
         end = blob.find(":", _HEADER_LENGTH)
-        key_id = blob[_HEADER_LENGTH:end] if end > 0 and blob.startswith(_HEADER) else ""
+        key_id = blob[_HEADER_LENGTH:end] if end > 0 and version in _VERSIONS else ""
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise self._unopenable(blob, table, tenant, ids)
@@ -236,13 +269,15 @@ class KeyRing:
             plain: bytes = cipher.decrypt(
                 raw[:NONCE_BYTES],
                 raw[NONCE_BYTES:],
-                _associated(self._headers[key_id], table, tenant, ids),
+                _associated(blob[: end + 1], table, tenant, ids),
             )
         except _invalid_tag() as error:
             raise TamperedDataError(
                 f"The data of {describe(table, tenant, *ids)} fails authentication under key "
                 f"{key_id!r}: it was altered, or copied from another row or tenant"
             ) from error
+        if version == _VERSIONS[1]:  # authenticated: sealed so by a holder of the key
+            plain = zlib.decompress(plain[1:]) if plain[:1] == b"z" else plain[1:]
         return plain.decode("utf-8")
 
     def _remember(self, row: tuple[str, ...], text: str) -> None:
@@ -266,19 +301,19 @@ class KeyRing:
                 self._known_bytes -= len(row[0]) + len(self._known.pop(row))
 
     def is_current(self, blob: str) -> bool:
-        """Whether ``blob`` is sealed with the current key (else ``rekey`` re-seals it)."""
-        return key_id_of(blob) == self.current
+        """Whether ``blob`` is sealed as this ring seals (else ``rekey`` re-seals it)."""
+        return blob.startswith(self.current_headers)
 
     def _unopenable(
         self, blob: str, table: str, tenant: str, ids: Iterable[str]
     ) -> EncryptionError:
         """Why an envelope whose header names no key of this ring cannot be opened."""
         row = describe(table, tenant, *ids)
-        if not blob.startswith(_HEADER):
+        if blob[len(PREFIX) : _HEADER_LENGTH] not in _VERSIONS:
             version = blob[len(PREFIX) :].partition(":")[0][:16]
             return EncryptionError(
                 f"The data of {row} is an envelope of version {version!r}; this version of "
-                f"chatkit-stores reads version {VERSION}"
+                f"chatkit-stores reads versions {VERSION} and {DEFLATED}"
             )
         key_id, colon, _ = blob[_HEADER_LENGTH:].partition(":")
         if not colon or not _KEY_ID.fullmatch(key_id):

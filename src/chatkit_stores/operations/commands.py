@@ -198,14 +198,14 @@ async def doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def encryption_keys(*, required: bool) -> KeyRing | None:
+def encryption_keys(*, required: bool, compress: bool = False) -> KeyRing | None:
     """The key ring in ``$CHATKIT_STORES_ENCRYPTION_KEYS``; None when unset and not required."""
     from ..encryption import ENVIRONMENT_VARIABLE, KeyRing
 
     if not required and not os.environ.get(ENVIRONMENT_VARIABLE, "").strip():
         return None
     try:
-        return KeyRing.from_env()
+        return KeyRing.from_env(compress=compress)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -216,7 +216,7 @@ async def rekey(args: argparse.Namespace) -> int:
     from .rekey import Unreadable, rekey
 
     url = database_url(args.url)
-    keys = encryption_keys(required=True)
+    keys = encryption_keys(required=True, compress=args.compress)
     assert keys is not None
 
     def show(row: Unreadable) -> None:

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, Text, bindparam, cast, func, not_, select, update
+from sqlalchemy import LargeBinary, Table, Text, bindparam, cast, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..encryption import PREFIX, VERSION, EncryptionError, KeyRing, key_id_of
+from ..encryption import EncryptionError, KeyRing, key_id_of
 from ..sql import dialects
 from .database import KEYS, TABLES, Database, blame
 from .wording import NOUNS, plural
@@ -102,12 +102,20 @@ class Rekeyer:
         self.db, self.keys, self.batch_size = db, keys, batch_size
         self.on_unreadable = on_unreadable
         self.report = RekeyReport(keys.current)
-        self.header = f"{PREFIX}{VERSION}:{keys.current}:"
 
     def stale(self, table: Table) -> Any:
-        """Rows whose ``data`` does not start with the current key's header."""
-        start = func.substr(table.c.data, 1, len(self.header))
-        return not_(exact(start, bindparam("header", self.header, Text()), self.db.backend))
+        """Rows whose ``data`` does not start with a header of the ring's current key (with
+        ``compress``, of its deflated envelopes only)."""
+        headers = self.keys.current_headers  # all of one length: "ckenc:N:<current>:"
+        start = func.substr(table.c.data, 1, len(headers[0]))
+        return not_(
+            or_(
+                *(
+                    exact(start, bindparam(f"header{n}", header, Text()), self.db.backend)
+                    for n, header in enumerate(headers)
+                )
+            )
+        )
 
     async def count(self, name: str) -> int:
         """How many rows of ``name`` are not sealed with the current key."""
