@@ -81,21 +81,19 @@ class TestEncryptedSQLiteStore(EncryptedSQLTests):
 
 
 class TestEncryptedPostgresStore(EncryptedSQLTests):
+    keys = ROTATED
+
     @pytest_asyncio.fixture
     async def store(self, postgres_url: str) -> AsyncIterator[PostgresStore[Any]]:
-        options = {"table_prefix": TEST_PREFIX, "encryption": ROTATED}
+        options = {"table_prefix": TEST_PREFIX, "encryption": self.keys}
         async with PostgresStore(postgres_url, **options) as store:
             yield store
 
 
-class TestDeflatedPostgresStore(EncryptedSQLTests):
+class TestDeflatedPostgresStore(TestEncryptedPostgresStore):
     """Every conformance test with each row deflated before it is sealed (``compress=True``)."""
 
-    @pytest_asyncio.fixture
-    async def store(self, postgres_url: str) -> AsyncIterator[PostgresStore[Any]]:
-        options = {"table_prefix": TEST_PREFIX, "encryption": DEFLATING}
-        async with PostgresStore(postgres_url, **options) as store:
-            yield store
+    keys = DEFLATING
 
 
 class TestEncryptedMySQLStore(EncryptedSQLTests):
