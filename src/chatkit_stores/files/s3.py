@@ -166,16 +166,9 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     async def _create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
-        """The attachment with a presigned PUT of exactly the declared size.
-
-        The declared ``input.size`` is signed as ``Content-Length``: S3 refuses a body of any
-        other length (every HTTP client sends the header from the body, so ``headers`` need not).
-        """
+        """The attachment with a presigned PUT of exactly the declared size."""
         await self.get_client()
-        attachment = await super()._create_attachment(input, context)
-        tenant = self.tenant_of(context)
-        descriptor = self._put_descriptor(tenant, attachment.id, attachment.mime_type, input.size)
-        return attachment.model_copy(update={"upload_descriptor": descriptor})
+        return await super()._create_attachment(input, context)
 
     async def _present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         """The attachment with a fresh presigned preview URL and its upload state."""
@@ -185,17 +178,15 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     # AttachmentStoreBase
 
     def _upload_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str
+        self, tenant: str, attachment_id: str, mime_type: str, size: int
     ) -> AttachmentUploadDescriptor:
-        return self._put_descriptor(tenant, attachment_id, mime_type, None)
+        """A presigned PUT with the type and the declared size in its signature.
 
-    def _put_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str, size: int | None
-    ) -> AttachmentUploadDescriptor:
-        """A presigned PUT with the type (and, when given, the size) in its signature."""
-        params: dict[str, Any] = {"Key": self.key(tenant, attachment_id), "ContentType": mime_type}
-        if size is not None:
-            params["ContentLength"] = size
+        The size is signed as ``Content-Length``: S3 refuses a body of any other length (every
+        HTTP client sends the header from the body, so ``headers`` need not).
+        """
+        key = self.key(tenant, attachment_id)
+        params = {"Key": key, "ContentType": mime_type, "ContentLength": size}
         url = self._presign("put_object", params, self.upload_ttl)
         return AttachmentUploadDescriptor(
             url=AnyUrl(url), method="PUT", headers={"Content-Type": mime_type}
