@@ -400,6 +400,10 @@ class _Upload:
         self.running = asyncio.ensure_future(asyncio.to_thread(function, **kwargs))
         return self.running
 
+    async def _shielded(self, function: Any, **kwargs: Any) -> Any:
+        """``_call``, awaited: a cancellation of the caller does not cancel the call."""
+        return await asyncio.shield(self._call(function, **kwargs))
+
     async def part(self, body: bytes | bytearray) -> None:
         """Upload one full part, starting the multipart upload first if needed."""
         if self.upload_id is None:
@@ -408,14 +412,12 @@ class _Upload:
             )
             self.upload_id = (await asyncio.shield(self.creating))["UploadId"]
         number = len(self.parts) + 1
-        response = await asyncio.shield(
-            self._call(
-                self.client.upload_part,
-                **self.target,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=body,
-            )
+        response = await self._shielded(
+            self.client.upload_part,
+            **self.target,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
         )
         self.parts.append({"ETag": response["ETag"], "PartNumber": number})
 
@@ -423,25 +425,18 @@ class _Upload:
         """Upload what is left and make the object: one PUT, or the multipart completion."""
         if self.upload_id is None:
             self.finishing = True
-            await asyncio.shield(
-                self._call(
-                    self.client.put_object,
-                    **self.target,
-                    Body=bytes(rest),
-                    ContentType=self.mime_type,
-                )
+            await self._shielded(
+                self.client.put_object, **self.target, Body=bytes(rest), ContentType=self.mime_type
             )
             return
         if rest:
             await self.part(rest)
         self.finishing = True
-        await asyncio.shield(
-            self._call(
-                self.client.complete_multipart_upload,
-                **self.target,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
-            )
+        await self._shielded(
+            self.client.complete_multipart_upload,
+            **self.target,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
         )
 
     async def discard(self) -> None:
