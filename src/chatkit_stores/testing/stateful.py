@@ -96,17 +96,20 @@ def stateful_settings_default() -> settings:
     )
 
 
-def _examples_from_env() -> int | None:
-    raw = os.environ.get(EXAMPLES_ENV, "").strip()
+def _int_from_env(name: str, *, positive: bool = False) -> int | None:
+    """The integer the environment variable ``name`` holds; None when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
-        examples = int(raw)
+        value = int(raw)
     except ValueError:
-        examples = 0
-    if examples < 1:
-        raise ValueError(f"{EXAMPLES_ENV} must be a positive integer, got {raw!r}")
-    return examples
+        value = None
+    if value is None or (positive and value < 1):
+        raise ValueError(
+            f"{name} must be {'a positive' if positive else 'an'} integer, got {raw!r}"
+        )
+    return value
 
 
 def _skewed(values: Sequence[str]) -> st.SearchStrategy[str]:
@@ -728,10 +731,10 @@ class StatefulTests(StoreFixtures):
     ) -> None:
         """Random operation sequences on two tenants give the same results as MemoryStore."""
         chosen = stateful_settings
-        examples = _examples_from_env()
+        examples = _int_from_env(EXAMPLES_ENV, positive=True)
         if examples is not None:
             chosen = settings(chosen, max_examples=examples)
-        chosen_seed = _seed_from_env()
+        chosen_seed = _int_from_env(SEED_ENV) or 0
         bridge = _Bridge(asyncio.get_running_loop())
         machine = StoreMachine.bind(_Config(store, make_context, bridge, capabilities))
         test = seed(chosen_seed)(get_state_machine_test(machine, settings=chosen))
@@ -763,11 +766,3 @@ class _Reference(MemoryStore[Any]):
         await super().delete_thread(thread_id, context)
         if not self.capabilities.thread_delete_removes_attachments:
             self._attachments.update(kept)
-
-
-def _seed_from_env() -> int:
-    raw = os.environ.get(SEED_ENV, "").strip() or "0"
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{SEED_ENV} must be an integer, got {raw!r}") from None
