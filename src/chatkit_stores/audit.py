@@ -130,19 +130,10 @@ async def emit(hook: AuditHook | None, event: AuditEvent, *, failing: bool = Fal
 
     ``failing``: the operation itself raised, so a hook failure is only logged.
     """
+    extra = {"audit_event": event}
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            "%s %s tenant=%r thread=%r attachment=%r via=%s store=%s%s",
-            event.action,
-            event.outcome,
-            event.tenant,
-            event.thread_id,
-            event.attachment_id,
-            event.via,
-            event.store,
-            f" error={event.error}" if event.error else "",
-            extra={"audit_event": event},
-        )
+        error = f" error={event.error}" if event.error else ""
+        log.info("%s via=%s store=%s%s", _what(event), event.via, event.store, error, extra=extra)
     if hook is None:
         return
     try:
@@ -150,16 +141,7 @@ async def emit(hook: AuditHook | None, event: AuditEvent, *, failing: bool = Fal
         if inspect.isawaitable(result):
             await result
     except Exception as exc:
-        log.error(
-            "audit hook failed for %s %s tenant=%r thread=%r attachment=%r",
-            event.action,
-            event.outcome,
-            event.tenant,
-            event.thread_id,
-            event.attachment_id,
-            exc_info=True,
-            extra={"audit_event": event},
-        )
+        log.error("audit hook failed for %s", _what(event), exc_info=True, extra=extra)
         if failing:
             return
         failure = AuditError(event)
@@ -169,6 +151,14 @@ async def emit(hook: AuditHook | None, event: AuditEvent, *, failing: bool = Fal
             scope.failures.append(failure)
             return
         raise failure from exc
+
+
+def _what(event: AuditEvent) -> str:
+    """``action outcome tenant=... thread=... attachment=...``, for the log."""
+    return (
+        f"{event.action} {event.outcome} tenant={event.tenant!r} thread={event.thread_id!r} "
+        f"attachment={event.attachment_id!r}"
+    )
 
 
 @contextmanager

@@ -184,9 +184,9 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
 
     @abstractmethod
     def _upload_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str
+        self, tenant: str, attachment_id: str, mime_type: str, size: int
     ) -> AttachmentUploadDescriptor:
-        """Where and how the client uploads the bytes of a two-phase upload."""
+        """Where and how the client uploads the ``size`` bytes of a two-phase upload."""
 
     @abstractmethod
     def _preview_url(self, tenant: str, attachment_id: str) -> str:
@@ -263,7 +263,7 @@ class AttachmentStoreBase(AttachmentStore[TContext], Generic[TContext]):
         mime_type = self.check_mime_type(input.mime_type)
         self.check_size(input.size)
         attachment_id = self.generate_attachment_id(mime_type, context)
-        descriptor = self._upload_descriptor(tenant, attachment_id, mime_type)
+        descriptor = self._upload_descriptor(tenant, attachment_id, mime_type, input.size)
         return self._attachment(tenant, attachment_id, input.name, mime_type, descriptor)
 
     @operation()

@@ -176,7 +176,7 @@ class DiskAttachmentStore(AttachmentStoreBase[TContext]):
         return deleted
 
     def _upload_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str
+        self, tenant: str, attachment_id: str, mime_type: str, size: int
     ) -> AttachmentUploadDescriptor:
         url = self.signed_url("upload", self.upload_method, tenant, attachment_id, self.upload_ttl)
         return AttachmentUploadDescriptor(url=AnyUrl(url), method=self.upload_method)

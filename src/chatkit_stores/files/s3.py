@@ -166,16 +166,9 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     async def _create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
-        """The attachment with a presigned PUT of exactly the declared size.
-
-        The declared ``input.size`` is signed as ``Content-Length``: S3 refuses a body of any
-        other length (every HTTP client sends the header from the body, so ``headers`` need not).
-        """
+        """The attachment with a presigned PUT of exactly the declared size."""
         await self.get_client()
-        attachment = await super()._create_attachment(input, context)
-        tenant = self.tenant_of(context)
-        descriptor = self._put_descriptor(tenant, attachment.id, attachment.mime_type, input.size)
-        return attachment.model_copy(update={"upload_descriptor": descriptor})
+        return await super()._create_attachment(input, context)
 
     async def _present(self, tenant: str, attachment: Attachment, *, check: bool) -> Attachment:
         """The attachment with a fresh presigned preview URL and its upload state."""
@@ -185,17 +178,15 @@ class S3AttachmentStore(AttachmentStoreBase[TContext]):
     # AttachmentStoreBase
 
     def _upload_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str
+        self, tenant: str, attachment_id: str, mime_type: str, size: int
     ) -> AttachmentUploadDescriptor:
-        return self._put_descriptor(tenant, attachment_id, mime_type, None)
+        """A presigned PUT with the type and the declared size in its signature.
 
-    def _put_descriptor(
-        self, tenant: str, attachment_id: str, mime_type: str, size: int | None
-    ) -> AttachmentUploadDescriptor:
-        """A presigned PUT with the type (and, when given, the size) in its signature."""
-        params: dict[str, Any] = {"Key": self.key(tenant, attachment_id), "ContentType": mime_type}
-        if size is not None:
-            params["ContentLength"] = size
+        The size is signed as ``Content-Length``: S3 refuses a body of any other length (every
+        HTTP client sends the header from the body, so ``headers`` need not).
+        """
+        key = self.key(tenant, attachment_id)
+        params = {"Key": key, "ContentType": mime_type, "ContentLength": size}
         url = self._presign("put_object", params, self.upload_ttl)
         return AttachmentUploadDescriptor(
             url=AnyUrl(url), method="PUT", headers={"Content-Type": mime_type}
@@ -409,6 +400,10 @@ class _Upload:
         self.running = asyncio.ensure_future(asyncio.to_thread(function, **kwargs))
         return self.running
 
+    async def _shielded(self, function: Any, **kwargs: Any) -> Any:
+        """``_call``, awaited: a cancellation of the caller does not cancel the call."""
+        return await asyncio.shield(self._call(function, **kwargs))
+
     async def part(self, body: bytes | bytearray) -> None:
         """Upload one full part, starting the multipart upload first if needed."""
         if self.upload_id is None:
@@ -417,14 +412,12 @@ class _Upload:
             )
             self.upload_id = (await asyncio.shield(self.creating))["UploadId"]
         number = len(self.parts) + 1
-        response = await asyncio.shield(
-            self._call(
-                self.client.upload_part,
-                **self.target,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=body,
-            )
+        response = await self._shielded(
+            self.client.upload_part,
+            **self.target,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
         )
         self.parts.append({"ETag": response["ETag"], "PartNumber": number})
 
@@ -432,25 +425,18 @@ class _Upload:
         """Upload what is left and make the object: one PUT, or the multipart completion."""
         if self.upload_id is None:
             self.finishing = True
-            await asyncio.shield(
-                self._call(
-                    self.client.put_object,
-                    **self.target,
-                    Body=bytes(rest),
-                    ContentType=self.mime_type,
-                )
+            await self._shielded(
+                self.client.put_object, **self.target, Body=bytes(rest), ContentType=self.mime_type
             )
             return
         if rest:
             await self.part(rest)
         self.finishing = True
-        await asyncio.shield(
-            self._call(
-                self.client.complete_multipart_upload,
-                **self.target,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
-            )
+        await self._shielded(
+            self.client.complete_multipart_upload,
+            **self.target,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
         )
 
     async def discard(self) -> None:

@@ -8,10 +8,11 @@ check the URLs before importing the database machinery, so a mistyped URL is ans
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import UsageError
@@ -108,28 +109,28 @@ def attachment_store(args: argparse.Namespace, store: Any) -> AttachmentStoreBas
     return None
 
 
-def open_store(args: argparse.Namespace) -> SQLStore[Any]:
-    """The store of ``args.url`` and ``--table-prefix``; a missing SQLite file is refused."""
+@contextlib.asynccontextmanager
+async def opened_store(
+    args: argparse.Namespace,
+) -> AsyncIterator[tuple[SQLStore[Any], AttachmentStoreBase[Any] | None]]:
+    """The open store of ``args.url`` and ``--table-prefix`` (a missing SQLite file is refused),
+    and the attachment store the flags name, linked to it; errors inside blame its URL."""
     from ..sql import SQLStore
-    from .database import check_sqlite_file
+    from .database import blame, check_sqlite_file
 
     url = database_url(args.url)
     check_sqlite_file(url)
-    return SQLStore.from_url(url, table_prefix=args.table_prefix)
-
-
-def store_url(store: SQLStore[Any]) -> str:
-    """The URL of a store's engine, for :func:`blame`."""
-    return store.engine.url.render_as_string(hide_password=False)
+    store = SQLStore.from_url(url, table_prefix=args.table_prefix)
+    files = attachment_store(args, store)
+    with blame(store.engine.url.render_as_string(hide_password=False)):
+        async with store:
+            yield store, files
 
 
 async def orphans(args: argparse.Namespace) -> int:
     """``orphans``: delete (or with ``--dry-run`` list) uploads never sent in a message."""
-    from .database import blame, require_tables
+    from .database import require_tables
 
-    store = open_store(args)
-    files = attachment_store(args, store)
-    assert files is not None  # the flags are required
     verb = "would delete" if args.dry_run else "deleted"
     listed = 0
 
@@ -138,12 +139,10 @@ async def orphans(args: argparse.Namespace) -> int:
         listed += 1
         print(f"{verb} attachment tenant={tenant!r} id={attachment_id!r}", flush=True)
 
-    with blame(store_url(store)):
-        async with store:
-            await require_tables(store)
-            total = await files.delete_orphans(
-                args.older_than, dry_run=args.dry_run, on_orphan=show
-            )
+    async with opened_store(args) as (store, files):
+        assert files is not None  # the flags are required
+        await require_tables(store)
+        total = await files.delete_orphans(args.older_than, dry_run=args.dry_run, on_orphan=show)
     age = f"older than {duration(args.older_than)}"
     if args.dry_run:
         print(f"would delete {plural(listed, 'orphaned attachment')} {age} (dry run)")
@@ -288,27 +287,24 @@ async def import_(args: argparse.Namespace) -> int:
 async def prune(args: argparse.Namespace) -> int:
     """``prune``: delete (or list) threads inactive for ``--older-than``."""
     from ..tenancy import check_tenant
-    from .database import blame
     from .prune import StaleThread, prune
 
     tenant = None if args.tenant is None else check_tenant(args.tenant, source="--tenant")
-    store = open_store(args)
-    attachment_store(args, store)  # linked: delete_thread deletes the bytes too
     verb = "would remove" if args.dry_run else "removed"
 
     def show(thread: StaleThread) -> None:
         print(f"{verb} {thread}", flush=True)
 
-    with blame(store_url(store)):
-        async with store:
-            report = await prune(
-                store,
-                args.older_than,
-                tenant=tenant,
-                dry_run=args.dry_run,
-                batch_size=args.batch_size,
-                on_thread=show,
-            )
+    # The attachment store is linked: delete_thread deletes the bytes too.
+    async with opened_store(args) as (store, _):
+        report = await prune(
+            store,
+            args.older_than,
+            tenant=tenant,
+            dry_run=args.dry_run,
+            batch_size=args.batch_size,
+            on_thread=show,
+        )
     print(report.summary(dry_run=args.dry_run))
     return 0
 
@@ -316,7 +312,6 @@ async def prune(args: argparse.Namespace) -> int:
 async def erase_tenant(args: argparse.Namespace) -> int:
     """``erase-tenant URL TENANT``: delete (or count) everything of one tenant."""
     from ..tenancy import check_tenant
-    from .database import blame
     from .erase import erase_tenant
 
     if args.url is None and "://" in args.tenant:
@@ -333,18 +328,15 @@ async def erase_tenant(args: argparse.Namespace) -> int:
             "where are the tenant's attachment files? give --upload-dir or --s3-bucket, "
             "or --metadata-only to erase the database rows alone"
         )
-    store = open_store(args)
-    files = attachment_store(args, store)
-    with blame(store_url(store)):
-        async with store:
-            report = await erase_tenant(
-                store,
-                tenant,
-                files=files,
-                dry_run=args.dry_run,
-                batch_size=args.batch_size,
-                progress=None if args.dry_run else _progress(args, "erasing"),
-            )
+    async with opened_store(args) as (store, files):
+        report = await erase_tenant(
+            store,
+            tenant,
+            files=files,
+            dry_run=args.dry_run,
+            batch_size=args.batch_size,
+            progress=None if args.dry_run else _progress(args, "erasing"),
+        )
     print(report.summary(dry_run=args.dry_run))
     if report.total == 0 and report.passes <= 1:
         print(f"nothing is stored for tenant {tenant!r} (keys are exact: case and spaces count)")

@@ -18,8 +18,8 @@ It only runs ``SELECT``: in a read-only transaction on PostgreSQL and MySQL/Mari
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,40 +170,35 @@ async def doctor(
     try:
         await db.require_schema()
         with blame(url):
-            async with db.engine.connect() as conn:
-                conn = await read_only(conn, db.backend)
-                try:
-                    for name in TABLES:
-                        batches = db.batches(name, batch_size, conn)
-                        async with aclosing(batches):
-                            async for batch in batches:
-                                for row in batch:
-                                    report.check(name, row, keys, on_problem)
-                finally:
-                    await end_read_only(conn, db.backend)
+            async with db.engine.connect() as conn, read_only(conn, db.backend) as reading:
+                for name in TABLES:
+                    batches = db.batches(name, batch_size, reading)
+                    async with aclosing(batches):
+                        async for batch in batches:
+                            for row in batch:
+                                report.check(name, row, keys, on_problem)
     finally:
         await db.close()
     return report
 
 
-async def read_only(conn: AsyncConnection, backend: str) -> AsyncConnection:
-    """Put ``conn`` in one read-only transaction (SQLite: ``PRAGMA query_only``)."""
+@asynccontextmanager
+async def read_only(conn: AsyncConnection, backend: str) -> AsyncIterator[AsyncConnection]:
+    """``conn`` in one read-only transaction (SQLite: ``PRAGMA query_only``), undone after:
+    the transaction wrote nothing, so it is rolled back."""
+    level = dialects.TRANSACTION_ISOLATION[backend]
     if backend == "sqlite":
         await conn.execute(text("PRAGMA query_only = 1"))
-        return conn
-    level = dialects.TRANSACTION_ISOLATION[backend]
-    if backend == "postgresql":
+    elif backend == "postgresql":
         conn = await conn.execution_options(isolation_level=level, postgresql_readonly=True)
     else:
         conn = await conn.execution_options(isolation_level=level)
         # Applies to the next transaction, which the first SELECT starts.
         await conn.execute(text("SET TRANSACTION READ ONLY"))
-    return conn
-
-
-async def end_read_only(conn: AsyncConnection, backend: str) -> None:
-    """Undo :func:`read_only` (the transaction wrote nothing, so roll it back)."""
-    if backend == "sqlite":
-        await conn.execute(text("PRAGMA query_only = 0"))
-    elif conn.in_transaction():
-        await conn.rollback()
+    try:
+        yield conn
+    finally:
+        if backend == "sqlite":
+            await conn.execute(text("PRAGMA query_only = 0"))
+        elif conn.in_transaction():
+            await conn.rollback()

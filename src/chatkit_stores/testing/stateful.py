@@ -96,17 +96,20 @@ def stateful_settings_default() -> settings:
     )
 
 
-def _examples_from_env() -> int | None:
-    raw = os.environ.get(EXAMPLES_ENV, "").strip()
+def _int_from_env(name: str, *, positive: bool = False) -> int | None:
+    """The integer the environment variable ``name`` holds; None when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
-        examples = int(raw)
+        value = int(raw)
     except ValueError:
-        examples = 0
-    if examples < 1:
-        raise ValueError(f"{EXAMPLES_ENV} must be a positive integer, got {raw!r}")
-    return examples
+        value = None
+    if value is None or (positive and value < 1):
+        raise ValueError(
+            f"{name} must be {'a positive' if positive else 'an'} integer, got {raw!r}"
+        )
+    return value
 
 
 def _skewed(values: Sequence[str]) -> st.SearchStrategy[str]:
@@ -402,25 +405,47 @@ class StoreMachine(RuleBasedStateMachine):
         if not read_back:
             self.last_step = step
 
+    def _call(self, tenant: str, method: str, writer: str | None = None, **shown: Any) -> None:
+        """``_check`` of ``store.<method>`` called with the ``shown`` arguments, in their order,
+        pool names made into ids: ``thread``, ``attachment``, ``item``, and ``after`` (an item
+        when a thread is shown, else a thread). With ``writer``, a read-back of that tenant's
+        write (the ids are the writer's).
+        """
+        owner = writer or tenant
+        thread: Any = shown.get("thread")
+        args: list[Any] = []
+        for name, value in shown.items():
+            if value is None or name not in ("thread", "attachment", "item", "after"):
+                args.append(value)
+            elif name == "item" or (name == "after" and thread is not None):
+                args.append(self._item_id(value, thread, owner))
+            else:
+                args.append(self._id(value, owner))
+        self._check(
+            tenant,
+            method,
+            shown,
+            lambda s, c: getattr(s, method)(*args, c),
+            read_back=writer is not None,
+            cursor=shown.get("after") is not None,
+        )
+
     # read-backs: after each write, what it may have changed. The writer's tenant gets the
     # full check; the other tenant the cheapest one that shows a write that leaked into it.
 
     def _read_thread(self, writer: str, thread: str) -> None:
         for tenant in self.labels:
-            self._check(
-                tenant,
-                "load_thread",
-                {"thread": thread},
-                lambda s, c: s.load_thread(self._id(thread, writer), c),
-                read_back=True,
-            )
+            self._call(tenant, "load_thread", writer, thread=thread)
+        self._list_threads(writer, read_back=True)
+
+    def _list_threads(self, tenant: str, read_back: bool = False) -> None:
         self._check(
-            writer,
+            tenant,
             "every page of load_threads",
             {"limit": HUGE, "order": "asc"},
             lambda s, c: _walk(s, None, HUGE, "asc", c),
             self._threads_view,
-            read_back=True,
+            read_back=read_back,
         )
 
     def _read_items(self, writer: str, thread: str, item: str | None) -> None:
@@ -428,36 +453,21 @@ class StoreMachine(RuleBasedStateMachine):
         for tenant in self.labels:
             mine = tenant == writer
             for order in ("asc", "desc") if mine and item is not None else ("asc",):
-                self._read_page(tenant, writer, thread, order)
-            if item is not None and not mine:
-                self._check(
+                self._call(
                     tenant,
-                    "load_item",
-                    {"thread": thread, "item": item},
-                    lambda s, c: s.load_item(
-                        self._id(thread, writer), self._item_id(item, thread, writer), c
-                    ),
-                    read_back=True,
+                    "load_thread_items",
+                    writer,
+                    thread=thread,
+                    after=None,
+                    limit=HUGE,
+                    order=order,
                 )
-
-    def _read_page(self, tenant: str, owner: str, thread: str, order: str) -> None:
-        self._check(
-            tenant,
-            "load_thread_items",
-            {"thread": thread, "after": None, "limit": HUGE, "order": order},
-            lambda s, c: s.load_thread_items(self._id(thread, owner), None, HUGE, order, c),
-            read_back=True,
-        )
+            if item is not None and not mine:
+                self._call(tenant, "load_item", writer, thread=thread, item=item)
 
     def _read_attachment(self, writer: str, attachment: str) -> None:
         for tenant in self.labels:
-            self._check(
-                tenant,
-                "load_attachment",
-                {"attachment": attachment},
-                lambda s, c: s.load_attachment(self._id(attachment, writer), c),
-                read_back=True,
-            )
+            self._call(tenant, "load_attachment", writer, attachment=attachment)
 
     # the rules
 
@@ -469,13 +479,7 @@ class StoreMachine(RuleBasedStateMachine):
         into while shrinking; this one is cheap, and plainly harmless in a printed example.
         """
         for tenant in self.labels:
-            self._check(
-                tenant,
-                "every page of load_threads",
-                {"limit": HUGE, "order": "asc"},
-                lambda s, c: _walk(s, None, HUGE, "asc", c),
-                self._threads_view,
-            )
+            self._list_threads(tenant)
 
     @rule(
         tenant=_tenant,
@@ -504,12 +508,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(tenant=_tenant, thread=_thread)
     def load_thread(self, tenant: str, thread: str) -> None:
         """load_thread: the thread, or NotFoundError."""
-        self._check(
-            tenant,
-            "load_thread",
-            {"thread": thread},
-            lambda s, c: s.load_thread(self._id(thread, tenant), c),
-        )
+        self._call(tenant, "load_thread", thread=thread)
 
     @precondition(lambda self: self.config.capabilities.thread_resave_keeps_position)
     @rule(
@@ -517,23 +516,12 @@ class StoreMachine(RuleBasedStateMachine):
     )
     def load_threads(self, tenant: str, limit: int, after: str | None, order: str) -> None:
         """load_threads: one page of the tenant's threads."""
-        self._check(
-            tenant,
-            "load_threads",
-            {"limit": limit, "after": after, "order": order},
-            lambda s, c: s.load_threads(limit, self._cursor(after, tenant), order, c),
-            cursor=after is not None,
-        )
+        self._call(tenant, "load_threads", limit=limit, after=after, order=order)
 
     @rule(tenant=_tenant, thread=_thread)
     def delete_thread(self, tenant: str, thread: str) -> None:
         """delete_thread: the thread, its items and its attachments go."""
-        self._check(
-            tenant,
-            "delete_thread",
-            {"thread": thread},
-            lambda s, c: s.delete_thread(self._id(thread, tenant), c),
-        )
+        self._call(tenant, "delete_thread", thread=thread)
         self._read_thread(tenant, thread)
         self._read_items(tenant, thread, None)
         for attachment in ATTACHMENTS:
@@ -608,14 +596,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(tenant=_tenant, thread=_thread, item=_item)
     def load_item(self, tenant: str, thread: str, item: str) -> None:
         """load_item: the item, or NotFoundError."""
-        self._check(
-            tenant,
-            "load_item",
-            {"thread": thread, "item": item},
-            lambda s, c: s.load_item(
-                self._id(thread, tenant), self._item_id(item, thread, tenant), c
-            ),
-        )
+        self._call(tenant, "load_item", thread=thread, item=item)
 
     @rule(
         tenant=_tenant,
@@ -628,31 +609,14 @@ class StoreMachine(RuleBasedStateMachine):
         self, tenant: str, thread: str, after: str | None, limit: int, order: str
     ) -> None:
         """load_thread_items: one page of a thread's items."""
-        self._check(
-            tenant,
-            "load_thread_items",
-            {"thread": thread, "after": after, "limit": limit, "order": order},
-            lambda s, c: s.load_thread_items(
-                self._id(thread, tenant),
-                None if after is None else self._item_id(after, thread, tenant),
-                limit,
-                order,
-                c,
-            ),
-            cursor=after is not None,
+        self._call(
+            tenant, "load_thread_items", thread=thread, after=after, limit=limit, order=order
         )
 
     @rule(tenant=_tenant, thread=_thread, item=_item)
     def delete_thread_item(self, tenant: str, thread: str, item: str) -> None:
         """delete_thread_item: the item goes; a missing one is a no-op."""
-        self._check(
-            tenant,
-            "delete_thread_item",
-            {"thread": thread, "item": item},
-            lambda s, c: s.delete_thread_item(
-                self._id(thread, tenant), self._item_id(item, thread, tenant), c
-            ),
-        )
+        self._call(tenant, "delete_thread_item", thread=thread, item=item)
         self._read_items(tenant, thread, None)
 
     @rule(tenant=_tenant, thread=_maybe_thread, limit=st.sampled_from((1, 2, 3)), order=_order)
@@ -715,22 +679,12 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(tenant=_tenant, attachment=_attachment)
     def load_attachment(self, tenant: str, attachment: str) -> None:
         """load_attachment: the metadata, or NotFoundError."""
-        self._check(
-            tenant,
-            "load_attachment",
-            {"attachment": attachment},
-            lambda s, c: s.load_attachment(self._id(attachment, tenant), c),
-        )
+        self._call(tenant, "load_attachment", attachment=attachment)
 
     @rule(tenant=_tenant, attachment=_attachment)
     def delete_attachment(self, tenant: str, attachment: str) -> None:
         """delete_attachment: the metadata goes; a missing one is a no-op."""
-        self._check(
-            tenant,
-            "delete_attachment",
-            {"attachment": attachment},
-            lambda s, c: s.delete_attachment(self._id(attachment, tenant), c),
-        )
+        self._call(tenant, "delete_attachment", attachment=attachment)
         self._read_attachment(tenant, attachment)
 
 
@@ -777,10 +731,10 @@ class StatefulTests(StoreFixtures):
     ) -> None:
         """Random operation sequences on two tenants give the same results as MemoryStore."""
         chosen = stateful_settings
-        examples = _examples_from_env()
+        examples = _int_from_env(EXAMPLES_ENV, positive=True)
         if examples is not None:
             chosen = settings(chosen, max_examples=examples)
-        chosen_seed = _seed_from_env()
+        chosen_seed = _int_from_env(SEED_ENV) or 0
         bridge = _Bridge(asyncio.get_running_loop())
         machine = StoreMachine.bind(_Config(store, make_context, bridge, capabilities))
         test = seed(chosen_seed)(get_state_machine_test(machine, settings=chosen))
@@ -812,11 +766,3 @@ class _Reference(MemoryStore[Any]):
         await super().delete_thread(thread_id, context)
         if not self.capabilities.thread_delete_removes_attachments:
             self._attachments.update(kept)
-
-
-def _seed_from_env() -> int:
-    raw = os.environ.get(SEED_ENV, "").strip() or "0"
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{SEED_ENV} must be an integer, got {raw!r}") from None
