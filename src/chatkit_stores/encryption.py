@@ -154,18 +154,16 @@ class KeyRing:
                     f"key id {key_id!r} must be 1 to 32 of the characters A-Z a-z 0-9 _ . -"
                 )
             self._ciphers[key_id] = aesgcm(_key_bytes(key_id, key))
-        self.current = next(iter(keys)) if current is None else current
-        if self.current not in self._ciphers:
-            raise ValueError(f"current key {self.current!r} is not one of the keys {self.ids}")
-        self.compress = compress
-        self.header = f"{PREFIX}{DEFLATED if compress else VERSION}:{self.current}:"
-        """How the envelopes this ring seals start."""
-        self.current_headers = (
-            (self.header,)
+        self._current = next(iter(keys)) if current is None else current
+        if self._current not in self._ciphers:
+            raise ValueError(f"current key {self._current!r} is not one of the keys {self.ids}")
+        self._compress = compress
+        self._header = f"{PREFIX}{DEFLATED if compress else VERSION}:{self._current}:"
+        self._current_headers = (
+            (self._header,)
             if compress
-            else tuple(f"{PREFIX}{version}{self.current}:" for version in _VERSIONS)
+            else tuple(f"{PREFIX}{version}{self._current}:" for version in _VERSIONS)
         )
-        """The headers ``rekey`` leaves alone: the current key's (deflated, with ``compress``)."""
         self.cache_bytes = cache_bytes
         self._known: dict[tuple[str, ...], str] = {}  # (envelope, table, tenant, *ids) -> text
         self._known_bytes = 0
@@ -212,6 +210,26 @@ class KeyRing:
         return cls.parse(text, source=variable, cache_bytes=cache_bytes, compress=compress)
 
     @property
+    def current(self) -> str:
+        """The id of the key that seals (fixed: build another ring to rotate)."""
+        return self._current
+
+    @property
+    def compress(self) -> bool:
+        """Whether this ring deflates what it seals (envelope version 2)."""
+        return self._compress
+
+    @property
+    def header(self) -> str:
+        """How the envelopes this ring seals start: ``ckenc:<version>:<current key>:``."""
+        return self._header
+
+    @property
+    def current_headers(self) -> tuple[str, ...]:
+        """The headers ``rekey`` leaves alone: the current key's (deflated, with ``compress``)."""
+        return self._current_headers
+
+    @property
     def ids(self) -> list[str]:
         """The key ids, in the order given."""
         return list(self._ciphers)
@@ -224,12 +242,12 @@ class KeyRing:
 
     def seal(self, text: str, table: str, tenant: str, *ids: str) -> str:
         """The envelope of ``text`` under the current key, bound to the row."""
-        header = self.header
+        header = self._header
         nonce = os.urandom(NONCE_BYTES)
         data = text.encode("utf-8")
-        if self.compress:
+        if self._compress:
             data = b"z" + zlib.compress(data, 1) if len(data) >= DEFLATE_FROM else b"=" + data
-        sealed = self._ciphers[self.current].encrypt(
+        sealed = self._ciphers[self._current].encrypt(
             nonce, data, _associated(header, table, tenant, ids)
         )
         blob = header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
@@ -302,7 +320,7 @@ class KeyRing:
 
     def is_current(self, blob: str) -> bool:
         """Whether ``blob`` is sealed as this ring seals (else ``rekey`` re-seals it)."""
-        return blob.startswith(self.current_headers)
+        return blob.startswith(self._current_headers)
 
     def _unopenable(
         self, blob: str, table: str, tenant: str, ids: Iterable[str]
