@@ -661,3 +661,6 @@ async def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.M
     title, data = await module.sealed_round_trip(f"sqlite:///{tmp_path / 'x.db'}", module.keys)
     assert title == "Quarterly numbers"
     assert data.startswith("ckenc:1:k1:") and "Quarterly" not in data
+    long_title, deflated = await module.deflated_round_trip(f"sqlite:///{tmp_path / 'z.db'}")
+    assert long_title.startswith("Quarterly numbers, again") and "Quarterly" not in deflated
+    assert deflated.startswith("ckenc:2:k1:") and len(deflated) < len(long_title) / 4

@@ -35,3 +35,23 @@ async def sealed_round_trip(url: str, keys: KeyRing) -> tuple[str, str]:
             table = store.tables.threads
             data = (await conn.execute(select(table.c.data))).scalar_one()
     return loaded.title or "", data
+
+
+async def deflated_round_trip(url: str) -> tuple[str, str]:
+    """Save a long thread title through a deflating ring; return it and the stored ``data``."""
+    # --8<-- [start:compress]
+    deflating = KeyRing.from_env(compress=True)  # same keys; rows of 1 KiB or more deflated
+    async with SQLStore.from_url(url, encryption=deflating) as store:
+        await store.create_schema()
+        context = {"user_id": "alice"}
+        title = "Quarterly numbers, again and again. " * 50
+        thread = ThreadMetadata(id="thr_2", title=title, created_at=datetime.now())
+        await store.save_thread(thread, context)  # data: "ckenc:2:k1:<base64>", short
+        loaded = await store.load_thread("thr_2", context)  # inflated after it is checked
+        # --8<-- [end:compress]
+        async with store.engine.connect() as conn:
+            from sqlalchemy import select
+
+            table = store.tables.threads
+            data = (await conn.execute(select(table.c.data))).scalar_one()
+    return loaded.title or "", data
